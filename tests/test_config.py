@@ -1,0 +1,47 @@
+"""RunConfig: defaults, JSON files and section.key=value overrides, with clear errors."""
+
+import json
+
+import pytest
+
+from vcn.config import RunConfig
+from vcn.errors import VcnError
+
+
+def test_defaults_carry_the_papers_constants():
+    cfg = RunConfig()
+    assert cfg.ssl.teacher_temp == 0.04 and cfg.ssl.student_temp == 0.1
+    assert cfg.match.low_fraction == 0.25
+    assert cfg.serfiq.passes == 100 and cfg.serfiq.dropout == 0.5
+    assert cfg.sample.interval_s == 0.5
+
+
+def test_round_trip_through_dict_and_file(tmp_path):
+    cfg = RunConfig()
+    cfg.detect.batch_size = 3
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    again = RunConfig.load(path)
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_overrides_parse_json_values():
+    cfg = RunConfig.load(None, ["detect.batch_size=16", "track.with_reid=false", "detect.model=/models/pack"])
+    assert cfg.detect.batch_size == 16 and cfg.track.with_reid is False and cfg.detect.model == "/models/pack"
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("detect.batchsize=3", "not a setting"),
+    ("nosuch.key=1", "unknown section"),
+    ("detect=3", "section.key=value"),
+    ("detect.batch_size=big", "must be a number"),
+    ("track.with_reid=1", "true or false"),
+])
+def test_bad_overrides_name_the_problem(bad, words):
+    with pytest.raises(VcnError, match=words):
+        RunConfig.load(None, [bad])
+
+
+def test_missing_config_file_is_a_vcn_error(tmp_path):
+    with pytest.raises(VcnError, match="does not exist"):
+        RunConfig.load(tmp_path / "nope.json")

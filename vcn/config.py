@@ -1,0 +1,193 @@
+"""Dataclass configs: the only home of defaults, including the paper's constants (METHOD.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vcn.errors import VcnError
+
+
+@dataclass
+class DecodeConfig:
+    # Frames decoded per batch; bounds memory for long files (a 640x360 RGB frame is ~0.7 MB).
+    batch_frames: int = 64
+
+
+@dataclass
+class ShotConfig:
+    # PySceneDetect ContentDetector defaults (METHOD.md stage 1.1).
+    threshold: float = 27.0
+    min_scene_len_frames: int = 8
+
+
+@dataclass
+class DetectConfig:
+    model: str = "retinaface"
+    score_threshold: float = 0.8
+    nms_threshold: float = 0.4
+    batch_size: int = 8
+    # Frames are downscaled so their longer side is at most this before detection (0 = never).
+    max_side: int = 960
+
+
+@dataclass
+class QualityGateConfig:
+    # Faces smaller than this (shorter box side, pixels) are Unknown (METHOD.md stage 1.3).
+    min_face_px: float = 24.0
+    # Variance of the Laplacian of the aligned 112x112 grey crop; below this the crop is too blurred.
+    min_blur_var: float = 15.0
+
+
+@dataclass
+class TrackConfig:
+    tracker: str = "botsort"
+    # Re-identification off: boxmot would download ReID weights otherwise.
+    with_reid: bool = False
+    track_high_thresh: float = 0.5
+    track_low_thresh: float = 0.1
+    new_track_thresh: float = 0.6
+    track_buffer: int = 30
+    match_thresh: float = 0.8
+    # Tracks shorter than this many detections are dropped as noise.
+    min_track_len: int = 3
+
+
+@dataclass
+class SampleConfig:
+    # DECISION (METHOD.md 1.5): sample by time, one crop every 0.5 s of track time.
+    interval_s: float = 0.5
+    crop_size: int = 112
+    image_format: str = "png"
+
+
+@dataclass
+class EmbedConfig:
+    backbone: str = "sface"
+    batch_size: int = 64
+
+
+@dataclass
+class SSLConfig:
+    """Stage 2 self-distillation (METHOD.md stage 2). Fixed constants, independent of the video."""
+
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    head_out: int = 4096
+    teacher_temp: float = 0.04
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    ema_start: float = 0.996
+    ema_end: float = 1.0
+    rounds: int = 3
+    warmup_epochs: int = 1          # frozen backbone, heads only (first round)
+    epochs_per_round: int = 2
+    batch_size: int = 64
+    lr_head: float = 1e-3
+    lr_backbone: float = 1e-5
+    weight_decay: float = 0.04
+    max_rotation_deg: float = 10.0
+    max_colour_shift: float = 0.1
+    seed: int = 0
+    # Cap the pairs drawn per epoch so CPU finetuning stays in minutes on long videos.
+    max_pairs_per_epoch: int = 2048
+    device: str = "auto"
+
+
+@dataclass
+class MatchConfig:
+    """Coarse track matching with per-track Gaussians (METHOD.md)."""
+
+    low_fraction: float = 0.25
+    # DECISION: per-video PCA to this many dimensions, then Ledoit-Wolf shrinkage.
+    pca_dim: int = 32
+
+
+@dataclass
+class SerfiqConfig:
+    passes: int = 100
+    dropout: float = 0.5
+    mad_k: float = 3.0
+
+
+@dataclass
+class ClusterConfig:
+    method: str = "vcn"
+    cannot_link: bool = False
+    max_iterations: int = 100
+
+
+@dataclass
+class RunConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    quality: QualityGateConfig = field(default_factory=QualityGateConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    serfiq: SerfiqConfig = field(default_factory=SerfiqConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if not hasattr(cfg, section):
+                raise VcnError(f"config: unknown section {section!r}; known: {', '.join(cfg.to_dict())}")
+            _update(getattr(cfg, section), values, section)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> "RunConfig":
+        """Read a JSON config file (sections as in to_dict) and apply `section.key=value` overrides."""
+        data: dict[str, Any] = {}
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise VcnError(f"config file {p} does not exist; pass a JSON file like the 'config' of a summary.json")
+            try:
+                data = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise VcnError(f"config file {p} is not valid JSON: {e}") from None
+        cfg = cls.from_dict(data)
+        for item in overrides or []:
+            cfg.set(item)
+        return cfg
+
+    def set(self, assignment: str) -> None:
+        """Apply one `section.key=value` override; the value is parsed as JSON where it can be."""
+        key, sep, raw = assignment.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise VcnError(f"override {assignment!r} must look like section.key=value, e.g. detect.batch_size=16")
+        if not hasattr(self, section):
+            raise VcnError(f"override {assignment!r}: unknown section {section!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        _update(getattr(self, section), {name: value}, section)
+
+
+def _update(obj: Any, values: dict[str, Any], section: str) -> None:
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        if name not in known:
+            raise VcnError(f"config: {section}.{name} is not a setting; known: {', '.join(known)}")
+        current = getattr(obj, name)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise VcnError(f"config: {section}.{name} must be true or false, got {value!r}")
+        if isinstance(current, (int, float)) and not isinstance(current, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise VcnError(f"config: {section}.{name} must be a number, got {value!r}")
+            value = type(current)(value)
+        setattr(obj, name, value)

@@ -1,0 +1,111 @@
+"""Arrow schemas of every table vcn writes: the one place they are declared (documented in the README)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+# Five landmarks (left eye, right eye, nose, left mouth corner, right mouth corner) as x0,y0,...,x4,y4.
+LANDMARKS = pa.list_(pa.float32(), 10)
+
+_BOX = [
+    pa.field("x1", pa.float32()),
+    pa.field("y1", pa.float32()),
+    pa.field("x2", pa.float32()),
+    pa.field("y2", pa.float32()),
+]
+
+SHOTS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("shot_id", pa.int32()),
+    pa.field("start_frame", pa.int64()),   # first decoded frame index of the shot
+    pa.field("end_frame", pa.int64()),     # one past the last frame
+    pa.field("start_s", pa.float64()),     # presentation time of the first frame, seconds
+    pa.field("end_s", pa.float64()),       # presentation time just after the last frame
+])
+
+DETECTIONS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("det_id", pa.int64()),
+    pa.field("shot_id", pa.int32()),
+    pa.field("frame", pa.int64()),
+    pa.field("t_s", pa.float64()),
+    *_BOX,
+    pa.field("score", pa.float32()),
+    pa.field("landmarks", LANDMARKS),
+    pa.field("face_px", pa.float32()),     # shorter side of the box, pixels
+    pa.field("track_id", pa.int64()),      # -1 when the tracker left the detection unassigned
+])
+
+TRACKS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("track_id", pa.int64()),      # unique within the video
+    pa.field("shot_id", pa.int32()),
+    pa.field("start_frame", pa.int64()),
+    pa.field("end_frame", pa.int64()),     # last frame with a detection (inclusive)
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("n_detections", pa.int32()),
+    pa.field("n_crops", pa.int32()),
+    pa.field("n_good_crops", pa.int32()),  # crops that pass the quality gate
+    pa.field("mean_score", pa.float32()),
+])
+
+CROPS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("crop_id", pa.int64()),
+    pa.field("track_id", pa.int64()),
+    pa.field("shot_id", pa.int32()),
+    pa.field("frame", pa.int64()),
+    pa.field("t_s", pa.float64()),
+    *_BOX,
+    pa.field("score", pa.float32()),
+    pa.field("landmarks", LANDMARKS),
+    pa.field("face_px", pa.float32()),
+    pa.field("blur_var", pa.float32()),    # variance of the Laplacian of the aligned grey crop
+    pa.field("quality_ok", pa.bool_()),    # passes the minimum-size and blur gates
+    pa.field("image", pa.binary()),        # aligned 112x112 BGR crop, encoded (PNG by default)
+])
+
+EMBEDDINGS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("crop_id", pa.int64()),
+    pa.field("track_id", pa.int64()),
+    pa.field("model", pa.string()),        # "<backbone>" or "<backbone>+finetuned"
+    pa.field("embedding", pa.list_(pa.float32())),
+])
+
+CLUSTERS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("track_id", pa.int64()),
+    pa.field("cluster_id", pa.int64()),    # -1 = Unknown
+    pa.field("track_quality", pa.float32()),  # SER-FIQ track quality (NaN where not computed)
+    pa.field("reason", pa.string()),       # clustered | quality_gate | serfiq_outlier
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "shots": SHOTS,
+    "detections": DETECTIONS,
+    "tracks": TRACKS,
+    "crops": CROPS,
+    "embeddings": EMBEDDINGS,
+    "clusters": CLUSTERS,
+}
+
+
+def make_table(name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> pa.Table:
+    """Build a table of a declared schema from row dicts or a dict of columns (extra keys are an error)."""
+    schema = SCHEMAS[name]
+    if isinstance(rows, dict):
+        columns = rows
+    else:
+        columns = {f.name: [r[f.name] for r in rows] for f in schema}
+    extra = set(columns) - set(schema.names)
+    if extra:
+        raise ValueError(f"table {name}: unknown columns {sorted(extra)}")
+    return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in schema}, schema=schema)
+
+
+def empty_table(name: str) -> pa.Table:
+    return SCHEMAS[name].empty_table()
