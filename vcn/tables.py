@@ -104,7 +104,13 @@ def make_table(name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> pa.Tab
     extra = set(columns) - set(schema.names)
     if extra:
         raise ValueError(f"table {name}: unknown columns {sorted(extra)}")
-    return pa.table({f.name: pa.array(columns[f.name], type=f.type) for f in schema}, schema=schema)
+    return pa.table({f.name: _column(columns[f.name], f.type) for f in schema}, schema=schema)
+
+
+def _column(values: Any, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values.cast(type_)
+    return pa.array(values, type=type_)
 
 
 def empty_table(name: str) -> pa.Table:

