@@ -1,0 +1,1 @@
+"""Video input: probing and batched decoding (decord + PyAV), and shot detection (PySceneDetect)."""
