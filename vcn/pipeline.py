@@ -38,6 +38,7 @@ class ScanResult:
     first_frame: int
     detections: pa.Table            # DETECTIONS schema with shot_id and track_id still -1
     seconds: dict[str, float] = field(default_factory=dict)
+    decode_error: str | None = None  # set when the file stopped decoding part-way: the result covers what decoded
 
 
 def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = "",
@@ -45,7 +46,7 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
                info=None) -> ScanResult:
     """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector."""
     from vcn.models import load_detector
-    from vcn.video.decode import iter_frames
+    from vcn.video.decode import DecodeError, iter_frames
     from vcn.video.shots import ShotDetector
 
     detector = detector or load_detector(cfg.detect.model, cfg.detect)
@@ -53,8 +54,18 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
     seconds = {"decode": 0.0, "shots": 0.0, "detect": 0.0}
     columns: dict[str, list] = {k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}
     times: list[np.ndarray] = []
+    decode_error = None
+    batches = iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame, info=info)
     t0 = time.perf_counter()
-    for batch in iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame, info=info):
+    while True:
+        try:
+            batch = next(batches, None)
+        except DecodeError as e:
+            # Keep what decoded: the caller marks the result partial and names where decoding stopped.
+            decode_error = str(e)
+            break
+        if batch is None:
+            break
         t1 = time.perf_counter()
         seconds["decode"] += t1 - t0
         shots.feed(batch.frames, batch.indices)
@@ -65,6 +76,8 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
             for j, faces in enumerate(found):
                 k = i + j
                 n = len(faces)
+                if n == 0:
+                    continue
                 columns["frame"].append(np.full(n, batch.indices[k], np.int64))
                 columns["t_s"].append(np.full(n, batch.times[k], np.float64))
                 columns["box"].append(faces.boxes.reshape(n, 4))
@@ -78,7 +91,7 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
     frame_times = np.concatenate(times) if times else np.zeros(0)
     detections = _detections_table(video_id, columns)
     return ScanResult(cuts=[c for c in shots.cuts() if c > start_frame], frame_times=frame_times,
-                      first_frame=start_frame, detections=detections, seconds=seconds)
+                      first_frame=start_frame, detections=detections, seconds=seconds, decode_error=decode_error)
 
 
 def _detections_table(video_id: str, columns: dict[str, list]) -> pa.Table:
@@ -253,6 +266,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
         return RunResult(out.path, True, out.summary() or {})
     info = probe_video(video)
     previous = (out.summary() or {}) if done else {}
+    decode_error = previous.get("decode_error")
     timings: dict[str, float] = dict(previous.get("seconds", {}))
     tables: dict[str, pa.Table] = {}
     bar = Progress.for_terminal(enabled=progress)
@@ -271,6 +285,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
         tables["detections"] = assign_shots(scan.detections, shots)
         timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
         timings["frames_scanned"] = int(len(scan.frame_times))
+        decode_error = scan.decode_error
     if "track" in todo:
         t0 = time.perf_counter()
         shots, detections = table("shots"), table("detections")
@@ -296,6 +311,8 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     keep = [name for s in done for name in STAGE_TABLES[s]]
 
     summary = _summary(video, video_id, info, cfg, done, timings, tables, out)
+    summary["decode_error"] = decode_error
+    summary["partial"] = bool(info.partial or decode_error)
     path = out.commit(tables, summary, keep=keep)
     return RunResult(path, False, summary)
 
@@ -337,7 +354,6 @@ def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], 
         "video_size": video.stat().st_size,
         "video_info": info.to_dict(),
         "stages_done": done,
-        "partial": bool(getattr(info, "partial", False)),
         "counts": {k: v for k, v in counts.items() if v is not None},
         "seconds": timings,
         "frames_per_second": fps,
