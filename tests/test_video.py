@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-import videos  # tests/videos.py: pytest puts tests/ on sys.path
+from tests import videos
 from vcn.config import ShotConfig
 from vcn.errors import VcnError
 from vcn.video.decode import DecodeError, iter_frames, probe_video

@@ -155,3 +155,194 @@ def write_corrupt_middle(path: str | Path, n_frames: int = 120, garbage_bytes: i
     data[start:start + garbage_bytes] = noise
     path.write_bytes(bytes(data))
     return path
+
+
+# --- Real faces in motion (deepface13 photos), and the ways archives store such footage ------------------------
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEEPFACE13 = SHARED_DATA / "faces" / "deepface13"
+# Two frontal portraits of two different people (person_00 and Jeff Bezos in deepface13).
+FACE_PHOTOS = ("img11.jpg", "img21.jpg")
+
+
+def face_scene(width: int = 320, height: int = 180, photos: Sequence[str] = FACE_PHOTOS,
+               amplitude: float = 0.12, period_s: float = 2.0, face_height: float = 0.8,
+               ) -> Callable[[float], np.ndarray]:
+    """A function of time (seconds) -> BGR frame: the photos side by side on a grey gradient, `face_height` of
+    the frame tall, with the camera panning left and right (`amplitude` of the width, one cycle per `period_s`).
+
+    A pure function of time, so any frame rate, variable timing or field rate samples the same motion: that is
+    what lets a test compare the same footage stored in different ways. Sub-pixel motion via warpAffine.
+    """
+    import cv2
+
+    tiles = []
+    for name in photos:
+        image = cv2.imread(str(DEEPFACE13 / name))
+        if image is None:
+            raise FileNotFoundError(f"{DEEPFACE13 / name} (shared test data) is missing")
+        h = int(round(height * face_height))
+        tiles.append(cv2.resize(image, (max(1, round(image.shape[1] * h / image.shape[0])), h),
+                                interpolation=cv2.INTER_AREA))
+    gap = width // 40
+    margin = int(np.ceil(amplitude * width)) + 2
+    strip_w = sum(t.shape[1] for t in tiles) + gap * (len(tiles) - 1)
+    canvas_w = max(strip_w, width) + 2 * margin
+    gradient = np.linspace(50, 170, canvas_w, dtype=np.float32)[None, :, None] \
+        + np.linspace(0, 40, height, dtype=np.float32)[:, None, None]
+    canvas = np.ascontiguousarray(np.broadcast_to(gradient, (height, canvas_w, 3)).clip(0, 255).astype(np.uint8))
+    x, top = (canvas_w - strip_w) // 2, (height - tiles[0].shape[0]) // 2
+    for t in tiles:
+        canvas[top:top + t.shape[0], x:x + t.shape[1]] = t
+        x += t.shape[1] + gap
+    x0 = (canvas_w - width) / 2
+
+    def frame_at(t: float) -> np.ndarray:
+        dx = x0 + amplitude * width * np.sin(2 * np.pi * t / period_s)
+        matrix = np.float32([[1, 0, -dx], [0, 1, 0]])
+        return cv2.warpAffine(canvas, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    return frame_at
+
+
+def vfr_times(duration_s: float, fps: float = 30.0, seed: int = 0) -> list[float]:
+    """Variable-rate presentation times over `duration_s` as screen and phone recorders write them: mostly
+    1/fps apart, with runs at double rate and gaps of 2-3 frames (dropped while nothing changed)."""
+    rng = np.random.default_rng(seed)
+    times, t = [], 0.0
+    while t < duration_s - 1e-9:
+        times.append(round(t, 3))
+        t += rng.choice([0.5, 1.0, 1.0, 2.0, 3.0]) / fps
+    return times
+
+
+def write_rotated(path: str | Path, rotation: int, scene: Callable[[float], np.ndarray], n_frames: int,
+                  fps: float = 10, **kw) -> Path:
+    """What a phone writes: the picture stored turned by -rotation, with a display matrix saying to turn it
+    back by `rotation` degrees counter-clockwise. Displayed, it is the same as `scene`."""
+    k = (rotation // 90) % 4
+    height, width = np.rot90(scene(0.0), -k).shape[:2]
+    return write_video(path, n_frames=n_frames, fps=fps, rotation=rotation, width=width, height=height,
+                       make_frame=lambda i: np.ascontiguousarray(np.rot90(scene(i / fps), -k)), **kw)
+
+
+def write_anamorphic(path: str | Path, scene: Callable[[float], np.ndarray], n_frames: int, fps: float = 10,
+                     stored: tuple[int, int] = (720, 576), sample_aspect_ratio: Fraction = Fraction(64, 45),
+                     **kw) -> Path:
+    """PAL widescreen as DVDs and broadcast masters store it: `scene` (square pixels, e.g. 1024x576) squeezed
+    horizontally into 720x576 with a sample aspect ratio that stretches it back on display."""
+    import cv2
+
+    width, height = stored
+    return write_video(path, n_frames=n_frames, fps=fps, width=width, height=height,
+                       sample_aspect_ratio=sample_aspect_ratio,
+                       make_frame=lambda i: cv2.resize(scene(i / fps), (width, height), interpolation=cv2.INTER_AREA),
+                       **kw)
+
+
+def weave_fields(scene: Callable[[float], np.ndarray], i: int, field_rate: float, top_field_first: bool = True
+                 ) -> np.ndarray:
+    """Frame i of interlaced footage: its two fields are the scene at two instants 1/field_rate apart, woven
+    line by line (the first field in time on the even lines when top field first)."""
+    first, second = scene(2 * i / field_rate), scene((2 * i + 1) / field_rate)
+    frame = second.copy()
+    start = 0 if top_field_first else 1
+    frame[start::2] = first[start::2]
+    return frame
+
+
+def write_interlaced(path: str | Path, scene: Callable[[float], np.ndarray], n_frames: int,
+                     field_rate: float = 50, width: int | None = None, height: int | None = None,
+                     top_field_first: bool = True, sample_aspect_ratio: Fraction | None = None) -> Path:
+    """Interlaced H.264 (field-coded: +ilme+ildct, tff/bff flagged) of woven frames of moving content, as a
+    broadcast 576i/480i master holds it; frame rate = field_rate / 2."""
+    path = Path(path)
+    rate = Fraction(field_rate).limit_denominator(1001) / 2
+    probe = scene(0.0)
+    height, width = height or probe.shape[0], width or probe.shape[1]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "0", "crf": "16", "preset": "ultrafast", "flags": "+ilme+ildct",
+                          "x264-params": "tff=1" if top_field_first else "bff=1"}
+        if sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
+        for i in range(n_frames):
+            woven = weave_fields(scene, i, field_rate, top_field_first)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(woven[:height, :width]), format="bgr24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def combing(image: np.ndarray) -> float:
+    """How combed a picture is: energy of differences between neighbouring rows (which belong to different
+    fields) over that of rows two apart (same field). Progressive pictures score well below 1 (neighbours are
+    closer than rows two apart); woven fields of moving content score above 1."""
+    grey = image.astype(np.float32).mean(axis=2) if image.ndim == 3 else image.astype(np.float32)
+    adjacent = np.mean((grey[1:] - grey[:-1]) ** 2)
+    two_apart = np.mean((grey[2:] - grey[:-2]) ** 2)
+    return float(adjacent / max(two_apart, 1e-6))
+
+
+def write_still_image(path: str | Path, width: int = 160, height: int = 96, ext: str = ".png") -> Path:
+    """A still image (PNG or JPEG bytes) saved under a video's name, e.g. photo.png renamed clip.mp4."""
+    import cv2
+
+    path = Path(path)
+    ok, data = cv2.imencode(ext, index_frame(3, width, height))
+    assert ok
+    path.write_bytes(data.tobytes())
+    return path
+
+
+def write_same_timestamps(path: str | Path, n_frames: int = 10) -> Path:
+    """A video whose frames all carry the same presentation time: a stream of zero duration."""
+    return write_video(path, n_frames=n_frames, pts_s=[0.0] * n_frames, codec="mpeg4") \
+        if str(path).endswith(".avi") else _write_all_at_zero(Path(path), n_frames)
+
+
+def _write_all_at_zero(path: Path, n_frames: int) -> Path:
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height = 64, 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, 64, 64), format="bgr24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                packet.pts = packet.dts = 0
+                container.mux(packet)
+        for packet in stream.encode():
+            packet.pts = packet.dts = 0
+            container.mux(packet)
+    return path
+
+
+def write_audio_with_cover(path: str | Path, seconds: float = 0.5) -> Path:
+    """An .m4a with a silent AAC stream and a JPEG cover picture: FFmpeg lists the cover as a video stream
+    (disposition attached_pic), as it does for most music files."""
+    path = Path(path)
+    rate = 16000
+    with av.open(str(path), "w", format="mp4") as container:
+        audio = container.add_stream("aac", rate=rate)
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 160, 96, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(index_frame(1), format="bgr24").reformat(format="yuvj420p")
+        picture.pts = 0
+        for packet in [*cover.encode(picture), *cover.encode()]:
+            container.mux(packet)
+        for k in range(int(seconds * rate) // 1024 + 1):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = k * 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    return path

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated stages to have done: detect, track, cluster (default: all)")
     run.add_argument("--force", action="store_true", help="recompute even if the output is already complete")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-report", action="store_true", help="do not write OUT/<video_id>/report.html")
     _add_config_args(run)
 
     demo = sub.add_parser(
@@ -59,6 +60,62 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example:\n  vcn eval results/clip truth.parquet   # truth columns: frame, x1, y1, x2, y2, identity\n")
     ev.add_argument("pred_dir", help="a video's output folder (OUT/<video_id>)")
     ev.add_argument("truth", help="ground-truth table (.parquet or .csv): frame, x1, y1, x2, y2, identity")
+
+    rep = sub.add_parser(
+        "report", help="write DIR/report.html: one self-contained page of the video's clusters to review",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write one self-contained HTML page (no network, no scripts) for a video's output folder:\n"
+                    "each cluster as a row of face thumbnails (best quality first) with its track count, screen\n"
+                    "time and shots; the Unknown group apart with the reasons; a 2-D map of the embeddings\n"
+                    "(t-SNE, else UMAP, else PCA); and the run's summary (counts, timings, models, versions).",
+        epilog=textwrap.dedent("""\
+            example:
+              vcn run clip.mp4 --out results/
+              vcn report results/clip                  # writes results/clip/report.html; open it in a browser
+              vcn report results/clip --out ~/clip.html --thumbs 20
+        """))
+    rep.add_argument("dir", help="a video's output folder (OUT/<video_id>) after all stages of `vcn run`")
+    rep.add_argument("--out", metavar="FILE.html", help="where to write the page (default: DIR/report.html)")
+    rep.add_argument("--thumbs", type=int, default=12, metavar="N",
+                     help="face thumbnails per cluster (default: 12; the Unknown group shows twice as many)")
+
+    ov = sub.add_parser(
+        "overlay", help="write a copy of the video with every tracked face boxed and labelled by its cluster",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw every tracked face box of a `vcn run` output onto its video: one colour per cluster,\n"
+                    "the cluster id as the label, '?' for Unknown. H.264 MP4 with the input's frame count and\n"
+                    "frame times.",
+        epilog=textwrap.dedent("""\
+            example:
+              vcn run clip.mp4 --out results/
+              vcn overlay clip.mp4 results/clip --out clip_faces.mp4
+        """))
+    ov.add_argument("video", help="the video file that `vcn run` processed")
+    ov.add_argument("dir", help="its output folder (OUT/<video_id>)")
+    ov.add_argument("--out", required=True, metavar="FILE.mp4", help="the video to write")
+    ov.add_argument("--crf", type=int, default=20, help="H.264 quality, lower is better and larger (default: 20)")
+    ov.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    se = sub.add_parser(
+        "search", help="find a person across indexed videos from one photo: videos, shots and times, ranked",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Embed the largest face in IMAGE with the index's base backbone (not a finetuned one, so\n"
+                    "scores compare across videos) and rank every cluster of every indexed video by cosine\n"
+                    "similarity. The index is a `vcn run` --out folder (OUT/*/), one video's folder, a catalogue\n"
+                    "output (its tracks/ dataset), or an s3:// prefix of any of these.",
+        epilog=textwrap.dedent("""\
+            example:
+              vcn search photo.jpg --index results/                     # folders written by `vcn run --out results/`
+              vcn search photo.jpg --index s3://archive/catalogue/ --top 5 --json
+        """))
+    se.add_argument("image", help="a photo of the person to find (the largest face in it is used)")
+    se.add_argument("--index", required=True, metavar="DIR_OR_URI",
+                    help="vcn run output folder, catalogue output folder, or s3:// prefix of either")
+    se.add_argument("--top", type=int, default=10, help="how many clusters to list (default: 10)")
+    se.add_argument("--reduce", choices=("mean", "max"), default="mean",
+                    help="score a cluster by its mean embedding (default) or by its best-matching track")
+    se.add_argument("--backbone", help="embed the photo with this backbone (default: the one the index used)")
+    se.add_argument("--json", action="store_true", help="print the hits as JSON")
     return parser
 
 
@@ -81,7 +138,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         cfg = RunConfig.load(args.config, args.overrides)
         result = run_video(args.video, args.out, cfg, stages=_parse_stages(args.stages), video_id=args.video_id,
-                           force=args.force, progress=not args.quiet)
+                           force=args.force, progress=not args.quiet, report=not args.no_report)
         print(result.describe())
         return 0
     if args.command == "demo":
@@ -101,6 +158,33 @@ def _dispatch(args: argparse.Namespace) -> int:
         from vcn.evaluate import evaluate
 
         print(json.dumps(evaluate(args.pred_dir, args.truth), indent=2))
+        return 0
+    if args.command == "report":
+        from vcn.report import write_report_with_stats
+
+        if args.thumbs < 1:
+            raise VcnError(f"--thumbs {args.thumbs}: show at least one thumbnail per cluster")
+        stats = write_report_with_stats(args.dir, args.out, thumbs_per_cluster=args.thumbs,
+                                        thumbs_unknown=2 * args.thumbs)
+        print(f"wrote {stats.path} ({stats.bytes / 1024:.0f} KiB: {stats.clusters} clusters, "
+              f"{stats.thumbnails} thumbnails, {stats.map_method or 'no'} map of {stats.map_points} crops)")
+        return 0
+    if args.command == "overlay":
+        from vcn.overlay import overlay_video
+
+        stats = overlay_video(args.video, args.dir, args.out, crf=args.crf, progress=not args.quiet)
+        print(f"wrote {stats.path} ({stats.frames} frames, {stats.boxes} boxes drawn)")
+        return 0
+    if args.command == "search":
+        from vcn.search import format_hits, search
+
+        hits, index = search(args.image, args.index, top=args.top, reduce=args.reduce, backbone=args.backbone)
+        if args.json:
+            print(json.dumps({"image": args.image, "index": args.index, "model": index.model,
+                              "videos": len(index.videos), "hits": [h.to_dict() for h in hits]}, indent=2))
+        else:
+            print(f"{len(index.videos)} videos searched ({index.model} embeddings)")
+            print(format_hits(hits))
         return 0
     raise AssertionError(args.command)
 

@@ -84,6 +84,8 @@ class SSLConfig:
     ema_end: float = 1.0
     rounds: int = 3
     warmup_epochs: int = 1          # frozen backbone, heads only (first round)
+    # Augmented views per crop whose frozen-backbone features the warm-up trains the heads on (cached).
+    warmup_views: int = 4
     epochs_per_round: int = 2
     batch_size: int = 64
     lr_head: float = 1e-3
@@ -95,6 +97,10 @@ class SSLConfig:
     # Cap the pairs drawn per epoch so CPU finetuning stays in minutes on long videos.
     max_pairs_per_epoch: int = 2048
     device: str = "auto"
+    # DINO clips the gradient norm at 3; it keeps the first full-finetuning steps from jolting the backbone.
+    clip_grad: float = 3.0
+    # Batch size of the no-gradient passes (embeddings, probabilities for Algorithm 1).
+    eval_batch_size: int = 64
 
 
 @dataclass
@@ -104,6 +110,9 @@ class MatchConfig:
     low_fraction: float = 0.25
     # DECISION: per-video PCA to this many dimensions, then Ledoit-Wolf shrinkage.
     pca_dim: int = 32
+    # Added to every track covariance: this fraction of the video's mean per-dimension variance, so a track of
+    # identical crops (zero scatter) still has a finite density.
+    var_floor: float = 1e-3
 
 
 @dataclass
@@ -111,13 +120,53 @@ class SerfiqConfig:
     passes: int = 100
     dropout: float = 0.5
     mad_k: float = 3.0
+    seed: int = 0
 
 
 @dataclass
 class ClusterConfig:
+    # vcn (Algorithm 1) | hac | dbscan | finch (baselines on mean track embeddings)
     method: str = "vcn"
+    # Distance inside Algorithm 1: loss (the paper's Eq. 2) | cosine (the paper's ablation)
+    metric: str = "loss"
     cannot_link: bool = False
     max_iterations: int = 100
+    # Baselines only (Algorithm 1 has no threshold). 0.6 cosine distance was best for SFace on lfw150.
+    hac_threshold: float = 0.6
+    dbscan_eps: float = 0.4
+    dbscan_min_samples: int = 2
+    # FINCH partition: 0 = the first partition, -1 = the coarsest one with more than one cluster.
+    finch_level: int = 0
+
+
+@dataclass
+class DistributedConfig:
+    """The Ray layer (vcn.distributed, ray_jobs/index_catalogue.py): how work spreads over a cluster."""
+
+    # "units": frame-range work units through Ray Data, tracking actors, Ray Train (a long movie spreads over
+    # many workers); "videos": one Ray task per video running the single-machine pipeline (least overhead).
+    mode: str = "units"
+    # A long video is cut into work units of this many frames (each decoded and detected independently).
+    frames_per_unit: int = 3000
+    # GPUs for detection (--detect-gpus): N >= 1 runs up to N actors with one GPU each (an autoscaling cluster
+    # adds GPU nodes for them); a fraction below 1 runs one actor on that share of a GPU; 0 = CPU actors.
+    detect_gpus: float = 0.0
+    # CPU detection actors when detect_gpus is 0; 0 = half the cluster's CPUs (at least 1).
+    detect_actors: int = 0
+    # Tracking actors (one shot at a time each); 0 = one per CPU of the cluster, at most one per shot.
+    track_actors: int = 0
+    # Ray Train workers per video finetune (TorchTrainer, DDP); 0 = no Ray Train, one plain task per video.
+    train_workers: int = 1
+    # GPUs per Ray Train worker: > 0 = GPU and nccl, 0 = CPU and gloo, -1 = one GPU when detect_gpus > 0.
+    train_gpus: float = -1.0
+    # Clusters per block when Ray tasks compute Algorithm 1's cluster-pair matrix.
+    block_size: int = 2048
+    # Videos scanned, tracked and clustered together before the next wave starts (bounds driver memory).
+    videos_per_wave: int = 16
+    # The run manifest is rewritten at most this often while videos finish (and always at the end).
+    manifest_interval_s: float = 10.0
+    # Times Ray retries a task or actor call whose worker died (a failed video is not retried).
+    max_retries: int = 2
 
 
 @dataclass
@@ -133,6 +182,7 @@ class RunConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     serfiq: SerfiqConfig = field(default_factory=SerfiqConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -252,7 +252,7 @@ class RunResult:
 
 def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = None,
               stages: Iterable[str] = STAGES, video_id: str | None = None, force: bool = False,
-              progress: bool = False, detector=None, backbone=None) -> RunResult:
+              progress: bool = False, detector=None, backbone=None, report: bool = True) -> RunResult:
     """Run the requested stages (and any missing earlier ones) on one video; resume from saved tables."""
     from vcn.video.decode import probe_video
 
@@ -314,7 +314,21 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     summary["decode_error"] = decode_error
     summary["partial"] = bool(info.partial or decode_error)
     path = out.commit(tables, summary, keep=keep)
+    if "cluster" in done and report:
+        _write_report(path)
     return RunResult(path, False, summary)
+
+
+def _write_report(path: Path) -> None:
+    """The HTML review page; a failure here must not lose the finished tables, so it only warns."""
+    import warnings
+
+    from vcn.report import write_report
+
+    try:
+        write_report(path)
+    except Exception as e:  # noqa: BLE001 - the run's tables are already committed
+        warnings.warn(f"{path}: the report could not be written ({e}); run `vcn report {path}` to retry")
 
 
 def _stages_through(stages: Iterable[str]) -> list[str]:

@@ -1,0 +1,168 @@
+"""Algorithm 1 of VideoClusterNet: parameter-free track clustering with the Eq. 2 loss as the distance.
+
+Exactness of the fast form (METHOD.md stage 3): with p = teacher probabilities and l = student
+log-probabilities of a crop, S(a, b) = -(p_a . l_b + p_b . l_a) / 2 is bilinear, so the mean of S over all
+cross pairs of two sets is -(mean_p(A) . mean_l(B) + mean_p(B) . mean_l(A)) / 2, and every cluster-pair mean
+of one iteration is one matrix product of per-cluster mean vectors.
+
+Elements of a cluster: a one-track cluster's elements are its crops; a cluster of several tracks has its
+tracks as elements, each standing for the mean over its crops (so every track weighs the same however long
+it is). A cluster's threshold is the mean of S over pairs of distinct elements (a one-crop track uses its
+single crop against itself, the only pair it has).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+def cluster_pair_losses(p_means: np.ndarray | torch.Tensor, l_means: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Sim[j, k] = mean over a in j, b in k of S(a, b) = -(P_j . L_k + P_k . L_j) / 2, all pairs at once.
+
+    p_means, l_means: [C, K] per-cluster means of teacher probabilities and student log-probabilities.
+    Symmetric [C, C]. The diagonal holds the mean over ALL ordered pairs of a cluster's elements (self
+    pairs included), which is not the cluster's threshold.
+    """
+    p = torch.as_tensor(p_means, dtype=torch.float64)
+    l = torch.as_tensor(l_means, dtype=torch.float64)
+    cross = p @ l.T
+    return (-0.5 * (cross + cross.T)).numpy()
+
+
+def within_set_loss(p: np.ndarray, l: np.ndarray) -> float:
+    """Mean of S over ordered pairs of distinct rows (a != b); a single row is paired with itself."""
+    n = p.shape[0]
+    diag = float((p * l).sum())
+    if n == 1:
+        return -diag
+    return -(float(p.sum(axis=0) @ l.sum(axis=0)) - diag) / (n * (n - 1))
+
+
+@dataclass
+class Algorithm1Result:
+    track_ids: np.ndarray          # int64 [T], sorted
+    labels: np.ndarray             # int64 [T]: cluster index per track, 0..C-1 in order of first track
+    iterations: int                # iterations that merged something
+    clusters_per_iteration: list[int] = field(default_factory=list)
+
+
+def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
+    ids = np.unique(track_of_crop)
+    index = np.searchsorted(ids, track_of_crop)
+    counts = np.bincount(index, minlength=len(ids)).astype(np.float64)
+    p_mean = np.zeros((len(ids), p.shape[1]))
+    l_mean = np.zeros((len(ids), l.shape[1]))
+    np.add.at(p_mean, index, p)
+    np.add.at(l_mean, index, l)
+    p_mean /= counts[:, None]
+    l_mean /= counts[:, None]
+    thresholds = np.array([within_set_loss(p[index == t], l[index == t]) for t in range(len(ids))])
+    return ids, p_mean, l_mean, thresholds
+
+
+def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track_of_crop: np.ndarray,
+               max_iterations: int = 100, cannot_link: set[tuple[int, int]] | None = None) -> Algorithm1Result:
+    """Cluster tracks from per-crop teacher probabilities p [N, K] and student log-probabilities l [N, K].
+
+    Start with one cluster per track; clusters j, k match when Sim[j, k] < Thres_j or Sim[j, k] < Thres_k;
+    matched pairs merge transitively (connected components); thresholds are recomputed; repeat until an
+    iteration merges nothing. With `cannot_link` (pairs of track ids that share a frame), matched pairs are
+    merged most-similar first and a merge that would put a cannot-link pair in one cluster is skipped.
+    """
+    p = np.asarray(torch.as_tensor(p, dtype=torch.float64))
+    l = np.asarray(torch.as_tensor(l, dtype=torch.float64))
+    track_of_crop = np.asarray(track_of_crop)
+    if len(track_of_crop) == 0:
+        return Algorithm1Result(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, [])
+    ids, tp, tl, track_thres = _track_statistics(p, l, track_of_crop)
+    n_tracks = len(ids)
+    index = {int(t): i for i, t in enumerate(ids)}
+    conflicts = np.zeros((n_tracks, n_tracks), dtype=bool)
+    for a, b in cannot_link or ():
+        if a in index and b in index and a != b:
+            conflicts[index[a], index[b]] = conflicts[index[b], index[a]] = True
+
+    members: list[np.ndarray] = [np.array([t]) for t in range(n_tracks)]
+    history = [n_tracks]
+    merged_iterations = 0
+    for _ in range(max_iterations):
+        c_p = np.stack([tp[m].mean(axis=0) for m in members])
+        c_l = np.stack([tl[m].mean(axis=0) for m in members])
+        thres = np.array([track_thres[m[0]] if len(m) == 1 else within_set_loss(tp[m], tl[m]) for m in members])
+        sim = cluster_pair_losses(c_p, c_l)
+        match = sim < np.maximum(thres[:, None], thres[None, :])
+        np.fill_diagonal(match, False)
+        if not match.any():
+            break
+        if conflicts.any():
+            groups = _merge_with_cannot_link(members, match, sim, conflicts)
+        else:
+            jj, kk = np.nonzero(match)
+            graph = coo_matrix((np.ones(len(jj)), (jj, kk)), shape=(len(members), len(members)))
+            _, comp = connected_components(graph, directed=False)
+            groups = [np.flatnonzero(comp == c) for c in range(comp.max() + 1)]
+        if len(groups) == len(members):
+            break
+        members = [np.sort(np.concatenate([members[g] for g in group])) for group in groups]
+        merged_iterations += 1
+        history.append(len(members))
+
+    labels = np.zeros(n_tracks, dtype=np.int64)
+    for c, m in enumerate(sorted(members, key=lambda m: int(m[0]))):
+        labels[m] = c
+    return Algorithm1Result(ids.astype(np.int64), labels, merged_iterations, history)
+
+
+def _merge_with_cannot_link(members: list[np.ndarray], match: np.ndarray, sim: np.ndarray,
+                            conflicts: np.ndarray) -> list[list[int]]:
+    """Union matched clusters most-similar first, skipping unions that would join a cannot-link pair."""
+    n = len(members)
+    parent = list(range(n))
+    tracks = [set(m.tolist()) for m in members]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    jj, kk = np.nonzero(np.triu(match, 1))
+    for o in np.argsort(sim[jj, kk], kind="stable"):
+        a, b = root(int(jj[o])), root(int(kk[o]))
+        if a == b:
+            continue
+        if conflicts[np.ix_(sorted(tracks[a]), sorted(tracks[b]))].any():
+            continue
+        parent[b] = a
+        tracks[a] |= tracks[b]
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def cosine_vectors(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(p, l) that make S(a, b) = -cos(a, b), i.e. cosine distance less 1, for Algorithm 1 with cosine."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x, x
+
+
+def cooccurring_pairs(frames_of_track: dict[int, np.ndarray]) -> set[tuple[int, int]]:
+    """Pairs of track ids (a < b) that have a detection in the same frame: never one person."""
+    owner: dict[int, list[int]] = {}
+    for t, frames in frames_of_track.items():
+        for f in np.unique(np.asarray(frames)).tolist():
+            owner.setdefault(int(f), []).append(int(t))
+    pairs = set()
+    for ts in owner.values():
+        ts = sorted(set(ts))
+        for i in range(len(ts)):
+            for j in range(i + 1, len(ts)):
+                pairs.add((ts[i], ts[j]))
+    return pairs

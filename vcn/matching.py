@@ -1,0 +1,119 @@
+"""Coarse track matching between finetuning rounds: a Gaussian per track, compared in log-density (METHOD.md).
+
+DECISION (METHOD.md leaves it open): embeddings are L2-normalised, projected by one PCA fitted on the whole
+video to a low dimension, and each track's covariance is the Ledoit-Wolf shrinkage estimate plus a small
+variance floor (a fraction of the video's mean per-dimension variance). Shrinkage keeps 2-crop tracks
+well-conditioned, the floor keeps a track of identical crops (zero scatter) finite, and log-densities
+never underflow the way pdf values do in 30+ dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vcn.config import MatchConfig
+
+
+@dataclass
+class TrackGaussians:
+    """One multivariate normal per track, in the video's PCA space."""
+
+    track_ids: np.ndarray      # int64 [T]
+    means: np.ndarray          # float64 [T, p]
+    chol: np.ndarray           # float64 [T, p, p]: lower Cholesky factors of the covariances
+    log_det: np.ndarray        # float64 [T]
+    thresholds: np.ndarray     # float64 [T]: mean of the lowest `low_fraction` own-crop log-pdfs
+
+
+@dataclass
+class TrackMatches:
+    track_ids: np.ndarray
+    log_pdf: np.ndarray        # [T, T]: log N_j(mean_k) at [k, j]
+    thresholds: np.ndarray     # [T]
+    matched: np.ndarray        # bool [T, T]: k matches j at [k, j] (diagonal False)
+
+    def as_dict(self) -> dict[int, list[int]]:
+        """track_id k -> the track ids j that k matches (the pairing sampler's input)."""
+        return {int(self.track_ids[k]): [int(self.track_ids[j]) for j in np.flatnonzero(self.matched[k])]
+                for k in range(len(self.track_ids))}
+
+
+def fit_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top-`dim` principal axes [d, dim] of the rows of x (at most rank(x) axes)."""
+    mean = x.mean(axis=0)
+    centred = x - mean
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    keep = int(min(dim, (s > s[0] * 1e-6).sum() if len(s) and s[0] > 0 else 0))
+    return mean, vt[:max(keep, 1)].T
+
+
+def ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf (2004) shrinkage covariance of the rows of x towards mu*I (mu = mean variance)."""
+    n, p = x.shape
+    xc = x - x.mean(axis=0)
+    s = xc.T @ xc / n
+    mu = np.trace(s) / p
+    delta = ((s - mu * np.eye(p)) ** 2).sum() / p
+    if n < 2 or delta <= 0:
+        return mu * np.eye(p)
+    # beta_bar = (1/n^2) sum_k ||x_k x_k^T - S||_F^2 / p, written without forming the n outer products.
+    sq = (xc ** 2).sum(axis=1)
+    beta_bar = ((sq ** 2).sum() / n - (s ** 2).sum()) / (n * p)
+    shrink = min(max(beta_bar, 0.0), delta) / delta
+    return shrink * mu * np.eye(p) + (1 - shrink) * s
+
+
+def _log_pdf(points: np.ndarray, mean: np.ndarray, chol: np.ndarray, log_det: float) -> np.ndarray:
+    p = mean.shape[0]
+    sol = np.linalg.solve(chol, (points - mean).T)          # L^-1 (x - mu), [p, n]
+    maha = (sol ** 2).sum(axis=0)
+    return -0.5 * (p * math.log(2 * math.pi) + log_det + maha)
+
+
+def fit_track_gaussians(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig) -> TrackGaussians:
+    """Project the video's embeddings (PCA) and fit one shrunk Gaussian and its own threshold per track."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    track_of_crop = np.asarray(track_of_crop)
+    pca_mean, axes = fit_pca(x, cfg.pca_dim)
+    y = (x - pca_mean) @ axes
+    p = y.shape[1]
+    floor = cfg.var_floor * max(float(y.var(axis=0).mean()), 1e-12)
+    ids = np.unique(track_of_crop)
+    means = np.zeros((len(ids), p))
+    chol = np.zeros((len(ids), p, p))
+    log_det = np.zeros(len(ids))
+    thresholds = np.zeros(len(ids))
+    for t, tid in enumerate(ids):
+        pts = y[track_of_crop == tid]
+        cov = ledoit_wolf(pts) + floor * np.eye(p)
+        means[t] = pts.mean(axis=0)
+        chol[t] = np.linalg.cholesky(cov)
+        log_det[t] = 2 * np.log(np.diag(chol[t])).sum()
+        own = np.sort(_log_pdf(pts, means[t], chol[t], log_det[t]))
+        thresholds[t] = own[:max(1, math.ceil(cfg.low_fraction * len(own)))].mean()
+    return TrackGaussians(ids.astype(np.int64), means, chol, log_det, thresholds)
+
+
+def match_tracks(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
+                 cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
+    """k matches j when log N_j(mean of k) >= j's own threshold (METHOD.md coarse matching).
+
+    `cannot_link` holds (track_id, track_id) pairs that share a frame; such pairs never match.
+    """
+    g = fit_track_gaussians(embeddings, track_of_crop, cfg)
+    n = len(g.track_ids)
+    log_pdf = np.zeros((n, n))
+    for j in range(n):
+        log_pdf[:, j] = _log_pdf(g.means, g.means[j], g.chol[j], g.log_det[j])
+    matched = log_pdf >= g.thresholds[None, :]
+    np.fill_diagonal(matched, False)
+    if cannot_link:
+        index = {int(t): i for i, t in enumerate(g.track_ids)}
+        for a, b in cannot_link:
+            if a in index and b in index:
+                matched[index[a], index[b]] = matched[index[b], index[a]] = False
+    return TrackMatches(g.track_ids, log_pdf, g.thresholds, matched)

@@ -1,0 +1,80 @@
+"""The DINO-style projection head and the student/teacher networks (backbone + head) of stage 2."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    """3-layer MLP -> L2-normalised bottleneck -> weight-normalised linear layer to K outputs (METHOD.md stage 2).
+
+    The last layer's weight rows are normalised to unit length on every forward (weight norm with the gain fixed
+    at 1, as DINO does), so the K logits are cosines of the bottleneck with K learnt prototypes.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 2048, bottleneck: int = 256, out_dim: int = 4096):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(hidden, bottleneck),
+        )
+        self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck))
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(self.mlp(x), dim=-1)
+        return F.linear(x, F.normalize(self.prototypes, dim=-1))
+
+
+class BackboneWithHead(nn.Module):
+    """A face-ID backbone (BGR 0..255 crops -> embedding) followed by a projection head."""
+
+    def __init__(self, backbone: nn.Module, head: ProjectionHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(crops))
+
+    def train(self, mode: bool = True) -> "BackboneWithHead":
+        # The backbone always runs with its inference statistics: a video gives a few hundred crops, too few
+        # to re-estimate pretrained BatchNorm statistics, and batch-dependent statistics would make one crop's
+        # embedding depend on its batch-mates.
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+
+def make_head(in_dim: int, hidden: int, bottleneck: int, out_dim: int, seed: int = 0) -> ProjectionHead:
+    """A freshly initialised head; the seed fixes it without touching the global torch RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ProjectionHead(in_dim, hidden, bottleneck, out_dim)
+
+
+def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, out_dim: int,
+                             seed: int = 0) -> tuple[BackboneWithHead, BackboneWithHead]:
+    """Student = a copy of the backbone + a fresh head (seeded); teacher = a frozen copy of the student.
+
+    The caller's backbone is never modified, so one loaded model can serve many videos.
+    """
+    head = make_head(int(getattr(backbone, "embedding_dim")), hidden, bottleneck, out_dim, seed)
+    student = BackboneWithHead(copy.deepcopy(backbone), head)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student.train()
+    teacher.eval()
+    return student, teacher

@@ -1,0 +1,59 @@
+"""The self-distillation loss of paper Eq. 2 (DINO form) with teacher centering, symmetrised over a pair."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def teacher_probs(z_teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+    """softmax((z_t - c) / T_t): the teacher's sharpened, centred distribution over the K outputs."""
+    return F.softmax((z_teacher - center) / teacher_temp, dim=-1)
+
+
+def student_log_probs(z_student: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """log softmax(z_s / T_s)."""
+    return F.log_softmax(z_student / student_temp, dim=-1)
+
+
+def cross_entropy(p_teacher: torch.Tensor, log_p_student: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 per row: - sum_k p_t[k] * log p_s[k]."""
+    return -(p_teacher * log_p_student).sum(dim=-1)
+
+
+class DinoLoss(nn.Module):
+    """Eq. 2 averaged over a batch of pairs and over both directions, with a running centre of teacher outputs.
+
+    The centre is a buffer (it travels with state_dict); under torch.distributed its update averages the
+    teacher outputs of every rank, so all ranks keep the same centre.
+    """
+
+    def __init__(self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1,
+                 center_momentum: float = 0.9):
+        super().__init__()
+        self.teacher_temp = teacher_temp
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, teacher_a: torch.Tensor, teacher_b: torch.Tensor,
+                student_a: torch.Tensor, student_b: torch.Tensor) -> torch.Tensor:
+        """Mean over pairs of (L(t(a), s(b)) + L(t(b), s(a))) / 2; teacher inputs carry no gradient."""
+        p_a = teacher_probs(teacher_a.detach(), self.center, self.teacher_temp)
+        p_b = teacher_probs(teacher_b.detach(), self.center, self.teacher_temp)
+        l_a = student_log_probs(student_a, self.student_temp)
+        l_b = student_log_probs(student_b, self.student_temp)
+        return 0.5 * (cross_entropy(p_a, l_b).mean() + cross_entropy(p_b, l_a).mean())
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        """c <- m c + (1 - m) mean(teacher outputs), the mean taken over all ranks' batches."""
+        total = teacher_out.sum(dim=0, keepdim=True)
+        count = torch.tensor([float(teacher_out.shape[0])], device=teacher_out.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total)
+            dist.all_reduce(count)
+        batch_center = total / count.clamp_min(1.0)
+        self.center.mul_(self.center_momentum).add_(batch_center * (1.0 - self.center_momentum))

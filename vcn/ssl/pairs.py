@@ -1,0 +1,51 @@
+"""Positive pairs for self-distillation: two crops of one track (round 1) or of coarsely matched tracks (later)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pairs_within_tracks(track_of_crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For every crop, a random other crop of the same track (itself when the track has one crop).
+
+    Returns crop indices (a, b), one pair per crop, in crop order.
+    """
+    return pairs_across_matches(track_of_crop, {}, rng)
+
+
+def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]],
+                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For every crop of track k, pick one of k's matched tracks at random, then a random crop of that track.
+
+    A track with no match (absent from `matches` or with an empty list) pairs within itself, preferring a
+    different crop of the track when it has one (METHOD.md, "Pair sampling for the next round").
+    """
+    track_of_crop = np.asarray(track_of_crop)
+    n = len(track_of_crop)
+    a = np.arange(n, dtype=np.int64)
+    b = np.empty(n, dtype=np.int64)
+    members = {int(t): np.flatnonzero(track_of_crop == t) for t in np.unique(track_of_crop)}
+    for i in range(n):
+        k = int(track_of_crop[i])
+        partners = [j for j in matches.get(k, []) if j in members and j != k]
+        if partners:
+            j = partners[rng.integers(len(partners))]
+            b[i] = members[j][rng.integers(len(members[j]))]
+            continue
+        own = members[k]
+        if len(own) == 1:
+            b[i] = i
+        else:
+            # Uniform over the track's other crops.
+            pick = own[rng.integers(len(own) - 1)]
+            b[i] = pick if pick != i else own[-1]
+    return a, b
+
+
+def subsample_pairs(a: np.ndarray, b: np.ndarray, max_pairs: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle the pairs and keep at most `max_pairs` (bounds an epoch's cost on long videos)."""
+    order = rng.permutation(len(a))
+    if max_pairs > 0:
+        order = order[:max_pairs]
+    return a[order], b[order]

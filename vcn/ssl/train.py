@@ -1,0 +1,276 @@
+"""Stage 2 training loop: student/teacher self-distillation on one video's crops, alternating with track matching.
+
+Plain torch. Under torch.distributed (gloo or nccl) the same code runs unchanged: the student is wrapped in
+DistributedDataParallel, every rank draws the same pairs (same seed) and trains on its shard of them, and the
+loss's centre is all-reduced, so every rank holds identical student, teacher and centre after each step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vcn.config import SSLConfig
+from vcn.ssl.augment import augment_crops
+from vcn.ssl.head import BackboneWithHead, make_student_and_teacher
+from vcn.ssl.loss import DinoLoss, student_log_probs, teacher_probs
+from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
+
+# track_id -> the track ids it matched (METHOD.md coarse matching); computed from the teacher between rounds.
+Matches = dict[int, list[int]]
+
+
+@dataclass
+class Phase:
+    """A run of epochs with one setting: 'heads' trains the heads only (backbone frozen), 'full' trains all."""
+
+    round: int
+    kind: str
+    epochs: int
+
+
+def training_plan(cfg: SSLConfig) -> list[Phase]:
+    """Round 1 starts with the frozen-backbone warm-up; every round then finetunes everything."""
+    phases = []
+    for r in range(cfg.rounds):
+        if r == 0 and cfg.warmup_epochs > 0:
+            phases.append(Phase(0, "heads", cfg.warmup_epochs))
+        if cfg.epochs_per_round > 0:
+            phases.append(Phase(r, "full", cfg.epochs_per_round))
+    return phases
+
+
+def steps_per_epoch(n_crops: int, cfg: SSLConfig, world_size: int = 1) -> int:
+    """One pair per crop per epoch (capped), split evenly over ranks, in batches of cfg.batch_size per rank."""
+    pairs = min(n_crops, cfg.max_pairs_per_epoch) if cfg.max_pairs_per_epoch > 0 else n_crops
+    per_rank = math.ceil(pairs / world_size)
+    return max(1, math.ceil(per_rank / cfg.batch_size))
+
+
+def ema_momentum_schedule(total_steps: int, start: float, end: float) -> np.ndarray:
+    """Teacher EMA momentum per step, cosine from `start` to `end` (DINO's schedule, computed up front)."""
+    if total_steps <= 1:
+        return np.full(max(total_steps, 0), start, dtype=np.float64)
+    t = np.arange(total_steps) / (total_steps - 1)
+    return end - (end - start) * (np.cos(np.pi * t) + 1) / 2
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def as_float_batch(crops_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 BGR [B, 3, H, W] -> float32 0..255 on `device` (the backbone normalises itself)."""
+    return crops_uint8.to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+@torch.no_grad()
+def run_in_batches(module: nn.Module, crops_uint8: torch.Tensor, batch_size: int, device: torch.device,
+                   fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply `fn` (default: `module`) to uint8 crops in batches, without gradients, results on the CPU."""
+    fn = fn or module
+    was_training = module.training
+    module.eval()
+    outs = [fn(as_float_batch(crops_uint8[i:i + batch_size], device)).float().cpu()
+            for i in range(0, len(crops_uint8), batch_size)]
+    module.train(was_training)
+    if not outs:
+        return torch.zeros(0)
+    return torch.cat(outs)
+
+
+@dataclass
+class RoundLog:
+    round: int
+    kind: str
+    epochs: int
+    steps: int
+    mean_loss: float
+    seconds: float
+
+
+@dataclass
+class SelfDistillation:
+    """Student, teacher, loss centre and the per-step schedules of one video's finetuning."""
+
+    student: BackboneWithHead
+    teacher: BackboneWithHead
+    loss: DinoLoss
+    cfg: SSLConfig
+    device: torch.device
+    momentum: dict[str, np.ndarray]          # teacher EMA momentum per step, one schedule per phase kind
+    steps_per_epoch: int
+    steps_done: dict[str, int] = field(default_factory=lambda: {"heads": 0, "full": 0})
+    backbones_equal: bool = True             # teacher and student backbones hold the same weights
+    logs: list[RoundLog] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
+        _, world = _distributed()
+        device = resolve_device(cfg.device)
+        student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
+                                                    cfg.head_out, seed=cfg.seed)
+        loss = DinoLoss(cfg.head_out, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum)
+        spe = steps_per_epoch(n_crops, cfg, world)
+        momentum = {kind: ema_momentum_schedule(spe * sum(p.epochs for p in training_plan(cfg) if p.kind == kind),
+                                                cfg.ema_start, cfg.ema_end) for kind in ("heads", "full")}
+        return cls(student.to(device), teacher.to(device), loss.to(device), cfg, device, momentum, spe)
+
+    # ----- training -------------------------------------------------------------------------------------------
+    def train_phase(self, phase: Phase, crops_uint8: torch.Tensor, track_of_crop: np.ndarray,
+                    matches: Matches, rng: np.random.Generator, aug_gen: torch.Generator) -> RoundLog:
+        """Train `phase.epochs` epochs; each epoch draws fresh pairs (within tracks or across `matches`).
+
+        Warm-up ('heads') with teacher and student backbones still equal: the frozen backbone runs once per
+        crop for each of cfg.warmup_views augmented views, and the heads then train on those cached
+        features (each pair side picks a random view), so the warm-up costs a few backbone passes however
+        many epochs it has. The 'full' phase augments afresh and runs both networks at every step.
+        """
+        cfg = self.cfg
+        rank, world = _distributed()
+        t0 = time.perf_counter()
+        train_backbone = phase.kind == "full"
+        for p in self.student.backbone.parameters():
+            p.requires_grad_(train_backbone)
+        cached = not train_backbone and self.backbones_equal
+        views = self._augmented_features(crops_uint8, aug_gen) if cached else None
+        model: nn.Module = self.student.head if cached else self.student
+        if world > 1:
+            # DDP records which parameters need gradients when it wraps the module: wrap per phase.
+            model = DistributedDataParallel(model)
+        optimizer = self._optimizer(train_backbone)
+        self.student.train()
+        losses = []
+        for _ in range(phase.epochs):
+            a, b = pairs_across_matches(track_of_crop, matches, rng)
+            a, b = subsample_pairs(a, b, cfg.max_pairs_per_epoch, rng)
+            # Pad by wrapping so every rank runs the same number of equally sized steps (DDP needs lockstep).
+            need = self.steps_per_epoch * cfg.batch_size * world
+            idx = np.resize(np.arange(len(a)), need) if len(a) < need else np.arange(need)
+            a, b = a[idx][rank::world], b[idx][rank::world]
+            for s in range(self.steps_per_epoch):
+                sl = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+                ia, ib = torch.from_numpy(a[sl]), torch.from_numpy(b[sl])
+                if views is not None:
+                    va = torch.randint(len(views), (len(ia),), generator=aug_gen)
+                    vb = torch.randint(len(views), (len(ib),), generator=aug_gen)
+                    inputs = torch.cat([views[va, ia], views[vb, ib]]).to(self.device)
+                else:
+                    both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
+                    inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
+                losses.append(self._train_step(model, optimizer, inputs, phase.kind, features=views is not None))
+        if train_backbone:
+            self.backbones_equal = False
+        for p in self.student.backbone.parameters():
+            p.requires_grad_(True)
+        log = RoundLog(phase.round, phase.kind, phase.epochs, len(losses),
+                       float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0)
+        self.logs.append(log)
+        return log
+
+    @torch.no_grad()
+    def _augmented_features(self, crops_uint8: torch.Tensor, aug_gen: torch.Generator) -> torch.Tensor:
+        """Backbone features of cfg.warmup_views augmented views of every crop: [V, N, d] on the CPU."""
+        cfg = self.cfg
+        views = []
+        for _ in range(max(1, cfg.warmup_views)):
+            out = []
+            for i in range(0, len(crops_uint8), cfg.eval_batch_size):
+                x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
+                                  cfg.max_rotation_deg, cfg.max_colour_shift)
+                out.append(self.student.backbone(x).float().cpu())
+            views.append(torch.cat(out))
+        return torch.stack(views)
+
+    def _optimizer(self, train_backbone: bool) -> torch.optim.Optimizer:
+        groups = [{"params": list(self.student.head.parameters()), "lr": self.cfg.lr_head}]
+        if train_backbone:
+            groups.append({"params": list(self.student.backbone.parameters()), "lr": self.cfg.lr_backbone})
+        return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+
+    def _train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, kind: str,
+                    features: bool) -> float:
+        """One step on a batch whose first half are the pairs' a sides and second half their b sides.
+
+        `inputs` are backbone features (heads only; teacher and student backbones equal) or augmented crops.
+        """
+        with torch.no_grad():
+            t_out = self.teacher.head(inputs) if features else self.teacher(inputs)
+        s_out = model(inputs)
+        t_a, t_b = t_out.chunk(2)
+        s_a, s_b = s_out.chunk(2)
+        loss = self.loss(t_a, t_b, s_a, s_b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.clip_grad > 0:
+            nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.grad is not None], self.cfg.clip_grad)
+        optimizer.step()
+        schedule = self.momentum[kind]
+        step = self.steps_done[kind]
+        self._update_teacher(float(schedule[min(step, len(schedule) - 1)]), head_only=features)
+        self.loss.update_center(t_out)
+        self.steps_done[kind] = step + 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def _update_teacher(self, m: float, head_only: bool = False) -> None:
+        teacher, student = (self.teacher.head, self.student.head) if head_only else (self.teacher, self.student)
+        t_params = list(teacher.parameters())
+        s_params = [p.detach() for p in student.parameters()]
+        torch._foreach_mul_(t_params, m)
+        torch._foreach_add_(t_params, s_params, alpha=1.0 - m)
+
+    # ----- outputs used by matching and clustering ------------------------------------------------------------
+    def teacher_embeddings(self, crops_uint8: torch.Tensor) -> torch.Tensor:
+        """The finetuned backbone's embeddings (teacher's backbone, as DINO evaluates the teacher)."""
+        return run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device,
+                              self.teacher.backbone)
+
+    def probs_and_log_probs(self, crops_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per crop, without augmentation: teacher probabilities p and student log-probabilities l (Eq. 2 terms)."""
+        z_t = run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device)
+        z_s = run_in_batches(self.student, crops_uint8, self.cfg.eval_batch_size, self.device)
+        center = self.loss.center.detach().cpu()
+        return teacher_probs(z_t, center, self.cfg.teacher_temp), student_log_probs(z_s, self.cfg.student_temp)
+
+
+def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.ndarray, cfg: SSLConfig,
+             match_fn: Callable[[SelfDistillation], Matches] | None = None,
+             on_round: Callable[[RoundLog], None] | None = None) -> SelfDistillation:
+    """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
+
+    Round 1 draws pairs within tracks; after every round but the last, `match_fn` (given the trainer, so it
+    can embed with the teacher) returns track matches and the next round draws pairs across them.
+    Deterministic for a given cfg.seed (and rank).
+    """
+    rank, _ = _distributed()
+    track_of_crop = np.asarray(track_of_crop)
+    trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
+    rng = np.random.default_rng(cfg.seed)          # the same on every rank: every rank draws the same pairs
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
+    matches: Matches = {}
+    phases = training_plan(cfg)
+    for i, phase in enumerate(phases):
+        log = trainer.train_phase(phase, crops_uint8, track_of_crop, matches, rng, aug_gen)
+        if on_round:
+            on_round(log)
+        round_ends = i + 1 == len(phases) or phases[i + 1].round != phase.round
+        if round_ends and phase.round + 1 < cfg.rounds and match_fn is not None:
+            matches = match_fn(trainer)
+    return trainer

@@ -1,0 +1,232 @@
+"""Stages 2 and 3 for one video: finetune the backbone on the video's crops, then cluster its tracks.
+
+Input is the `crops` table; outputs are the `clusters` table (one row per track of the crops table, -1 =
+Unknown with the reason) and the `embeddings` table (base and finetuned embeddings of every crop that passed
+the quality gate). No Ray here: the distributed layer calls these functions per video.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from vcn.clustering import METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
+from vcn.config import RunConfig
+from vcn.errors import VcnError
+from vcn.matching import match_tracks
+from vcn.quality import mad_low_outliers, serfiq_from_embeddings, track_quality
+from vcn.ssl.head import make_head
+from vcn.ssl.loss import student_log_probs, teacher_probs
+from vcn.ssl.train import SelfDistillation, finetune, resolve_device, run_in_batches
+from vcn.tables import empty_table, make_table
+
+
+def decode_crops(images: list[bytes], size: int = 112) -> torch.Tensor:
+    """PNG/JPEG-encoded BGR crops -> uint8 tensor [N, 3, size, size]."""
+    out = np.zeros((len(images), 3, size, size), dtype=np.uint8)
+    for i, data in enumerate(images):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        if img is None:
+            raise VcnError(f"crops table: row {i} has an image that does not decode; re-run the track stage")
+        if img.shape[:2] != (size, size):
+            raise VcnError(f"crops table: row {i} is {img.shape[1]}x{img.shape[0]}, expected {size}x{size} "
+                           "aligned crops; re-run the track stage with sample.crop_size=112")
+        out[i] = img.transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+@dataclass
+class _Prepared:
+    """What both entry points share: the gated crops, base embeddings and track qualities."""
+
+    track_ids: np.ndarray          # every track of the crops table, sorted
+    crop_ids: np.ndarray           # crops that passed the quality gate
+    track_of_crop: np.ndarray      # their tracks
+    images: torch.Tensor           # their pixels, uint8 [N, 3, 112, 112]
+    base: torch.Tensor             # their base embeddings [N, d]
+    quality: dict[int, float]      # SER-FIQ quality per track with a good crop
+    reason: dict[int, str]         # per track: clustered | quality_gate | serfiq_outlier
+    clusterable: np.ndarray        # bool per good crop: its track is clustered
+
+
+def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict[str, float]) -> _Prepared:
+    t0 = time.perf_counter()
+    track_all = crops.column("track_id").to_numpy()
+    ok = crops.column("quality_ok").to_numpy(zero_copy_only=False).astype(bool)
+    track_ids = np.unique(track_all)
+    good = np.flatnonzero(ok)
+    images = decode_crops(crops.column("image").take(pa.array(good)).to_pylist(), cfg.sample.crop_size)
+    track_of_crop = track_all[good]
+    crop_ids = crops.column("crop_id").to_numpy()[good]
+    t1 = time.perf_counter()
+    timings["decode_crops_s"] = t1 - t0
+
+    device = resolve_device(cfg.ssl.device)
+    backbone = backbone.to(device)
+    base = run_in_batches(backbone, images, cfg.ssl.eval_batch_size, device)
+    t2 = time.perf_counter()
+    timings["embed_base_s"] = t2 - t1
+
+    gen = torch.Generator().manual_seed(cfg.serfiq.seed)
+    crop_q = serfiq_from_embeddings(base, cfg.serfiq.passes, cfg.serfiq.dropout, gen)
+    quality = track_quality(crop_q, track_of_crop)
+    reason = {int(t): "quality_gate" for t in track_ids}
+    scored = np.array(sorted(quality), dtype=np.int64)
+    outlier = mad_low_outliers(np.array([quality[t] for t in scored.tolist()]), cfg.serfiq.mad_k)
+    for t, out in zip(scored.tolist(), outlier.tolist()):
+        reason[t] = "serfiq_outlier" if out else "clustered"
+    clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
+    timings["serfiq_s"] = time.perf_counter() - t2
+    return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable)
+
+
+def _cannot_link(crops: pa.Table, cfg: RunConfig, frames: dict[int, np.ndarray] | None) -> set[tuple[int, int]]:
+    if not cfg.cluster.cannot_link:
+        return set()
+    if frames is None:
+        # Without the detections, the sampled crops' frames are the co-occurrence evidence we have.
+        t = crops.column("track_id").to_numpy()
+        f = crops.column("frame").to_numpy()
+        frames = {int(k): f[t == k] for k in np.unique(t)}
+    return cooccurring_pairs(frames)
+
+
+def _check_method(cfg: RunConfig) -> None:
+    if cfg.cluster.method not in METHODS:
+        raise VcnError(f"cluster.method={cfg.cluster.method!r} is unknown; choose one of {', '.join(METHODS)}")
+    if cfg.cluster.metric not in ("loss", "cosine"):
+        raise VcnError(f"cluster.metric={cfg.cluster.metric!r} is unknown; choose loss or cosine")
+
+
+def _labels_for_tracks(method: str, cfg: RunConfig, track_of_crop: np.ndarray, embeddings: np.ndarray,
+                       p: torch.Tensor | None, l: torch.Tensor | None,
+                       cannot_link: set[tuple[int, int]]) -> dict[int, int]:
+    """Cluster the clusterable crops' tracks; returns track id -> cluster label (-1 for DBSCAN noise)."""
+    if len(track_of_crop) == 0:
+        return {}
+    if method == "vcn":
+        if cfg.cluster.metric == "cosine":
+            p, l = (torch.as_tensor(v) for v in cosine_vectors(embeddings))
+        result = algorithm1(p, l, track_of_crop, cfg.cluster.max_iterations, cannot_link)
+        return dict(zip(result.track_ids.tolist(), result.labels.tolist()))
+    ids, labels = cluster_with_baseline(method, embeddings, track_of_crop, cfg.cluster)
+    return dict(zip(ids.tolist(), labels.tolist()))
+
+
+def _clusters_table(video_id: str, prep: _Prepared, labels: dict[int, int]) -> pa.Table:
+    rows = []
+    next_singleton = max(labels.values(), default=-1) + 1
+    for t in prep.track_ids.tolist():
+        reason = prep.reason[t]
+        cid = labels.get(t, -1) if reason == "clustered" else -1
+        if reason == "clustered" and cid < 0:
+            # DBSCAN noise: a track of its own rather than Unknown, since the face itself passed every gate.
+            cid, next_singleton = next_singleton, next_singleton + 1
+        rows.append({"video_id": video_id, "track_id": t, "cluster_id": cid,
+                     "track_quality": prep.quality.get(t, float("nan")), "reason": reason})
+    return make_table("clusters", rows) if rows else empty_table("clusters")
+
+
+def _embeddings_table(video_id: str, prep: _Prepared, named: list[tuple[str, torch.Tensor]]) -> pa.Table:
+    parts = []
+    n = len(prep.crop_ids)
+    for model, emb in named:
+        if n == 0:
+            continue
+        parts.append(make_table("embeddings", {
+            "video_id": [video_id] * n, "crop_id": prep.crop_ids, "track_id": prep.track_of_crop,
+            "model": [model] * n, "embedding": list(emb.numpy().astype(np.float32)),
+        }))
+    return pa.concat_tables(parts) if parts else empty_table("embeddings")
+
+
+def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
+                         cannot_link_frames: dict[int, np.ndarray] | None = None
+                         ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """The full method on one video: SER-FIQ gate, finetuning rounds alternating with coarse matching,
+    then clustering (Algorithm 1 by default, or a baseline on the finetuned embeddings).
+
+    `cannot_link_frames` (track id -> frames with a detection of it) is used when cluster.cannot_link is on;
+    two tracks sharing a frame are then never matched or merged. `backbone` is not modified.
+    Returns (clusters table, embeddings table, seconds per step).
+    """
+    _check_method(cfg)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    prep = _prepare(crops, backbone, cfg, timings)
+    name = str(getattr(backbone, "name", "backbone"))
+    cannot_link = _cannot_link(crops, cfg, cannot_link_frames)
+    if len(prep.crop_ids) == 0:
+        timings["total_s"] = time.perf_counter() - t_start
+        return _clusters_table(video_id, prep, {}), _embeddings_table(video_id, prep, []), timings
+
+    t0 = time.perf_counter()
+    clusterable = prep.clusterable
+    timings["match_s"] = 0.0
+
+    def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
+        tm = time.perf_counter()
+        emb = trainer.teacher_embeddings(prep.images[clusterable]).numpy()
+        found = match_tracks(emb, prep.track_of_crop[clusterable], cfg.match, cannot_link).as_dict() \
+            if clusterable.any() else {}
+        timings["match_s"] += time.perf_counter() - tm
+        return found
+
+    trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
+    for log in trainer.logs:
+        key = f"finetune_round{log.round + 1}_{log.kind}_s"
+        timings[key] = timings.get(key, 0.0) + log.seconds
+    timings["finetune_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    tuned = trainer.teacher_embeddings(prep.images)
+    p = l = None
+    if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss":
+        p, l = trainer.probs_and_log_probs(prep.images[clusterable])
+    timings["embed_finetuned_s"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    labels = _labels_for_tracks(cfg.cluster.method, cfg, prep.track_of_crop[clusterable],
+                                tuned[clusterable].numpy(), p, l, cannot_link)
+    timings["cluster_s"] = time.perf_counter() - t2
+    clusters = _clusters_table(video_id, prep, labels)
+    embeddings = _embeddings_table(video_id, prep, [(name, prep.base), (f"{name}+finetuned", tuned)])
+    timings["total_s"] = time.perf_counter() - t_start
+    return clusters, embeddings, timings
+
+
+def cluster_without_finetuning(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
+                               cannot_link_frames: dict[int, np.ndarray] | None = None
+                               ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """The ablation: the same gates and clustering on the pretrained backbone, no finetuning.
+
+    With cluster.method=vcn and metric=loss, Algorithm 1 runs on an untrained head (seeded, teacher =
+    student, zero centre), the state finetuning would start from.
+    """
+    _check_method(cfg)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    prep = _prepare(crops, backbone, cfg, timings)
+    name = str(getattr(backbone, "name", "backbone"))
+    cannot_link = _cannot_link(crops, cfg, cannot_link_frames)
+    t0 = time.perf_counter()
+    mask = prep.clusterable
+    p = l = None
+    if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" and mask.any():
+        head = make_head(prep.base.shape[1], cfg.ssl.head_hidden, cfg.ssl.head_bottleneck, cfg.ssl.head_out,
+                         cfg.ssl.seed).eval()
+        with torch.no_grad():
+            z = head(prep.base[mask])
+        p = teacher_probs(z, torch.zeros(1, z.shape[1]), cfg.ssl.teacher_temp)
+        l = student_log_probs(z, cfg.ssl.student_temp)
+    labels = _labels_for_tracks(cfg.cluster.method, cfg, prep.track_of_crop[mask], prep.base[mask].numpy(),
+                                p, l, cannot_link)
+    timings["cluster_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    return _clusters_table(video_id, prep, labels), _embeddings_table(video_id, prep, [(name, prep.base)]), timings
