@@ -1,0 +1,108 @@
+"""Tracking on Ray actors: one shot per call (BoT-SORT is sequential inside a shot), shots in parallel.
+
+Every shot is tracked with track ids starting at 0; `renumber_parts` then shifts each shot's ids by the number
+of tracks in the shots before it, which gives exactly the ids `run_video` assigns when it tracks shots in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vcn.catalogue import VideoInput, local_video
+from vcn.config import RunConfig
+from vcn.tables import empty_table
+
+TrackParts = tuple[pa.Table, pa.Table, pa.Table]  # detections, tracks, crops of one shot
+
+
+class ShotTracker:
+    """A tracking actor's state: the config, loaded once. Ray wraps it with ray.remote in `tracking_actors`."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = RunConfig.from_dict(cfg)
+
+    def track(self, video: VideoInput, shot: dict[str, Any], detections: pa.Table, info=None) -> TrackParts:
+        """`info` (the video's VideoInfo, probed once per video) spares every shot a probe of the whole file."""
+        from vcn.pipeline import track_shot
+
+        return track_shot(local_video(video), shot, detections, self.cfg, 0, info=info)
+
+    def ready(self) -> bool:
+        return True
+
+
+def shift_ids(table: pa.Table, column: str, offset: int) -> pa.Table:
+    """Add `offset` to every id >= 0 in `column` (-1, 'no track', stays -1)."""
+    if offset == 0 or column not in table.column_names or table.num_rows == 0:
+        return table
+    values = table.column(column).to_numpy()
+    shifted = np.where(values >= 0, values + offset, values)
+    index = table.schema.get_field_index(column)
+    return table.set_column(index, table.schema.field(column), pa.array(shifted, table.schema.field(column).type))
+
+
+def renumber_parts(parts: list[TrackParts]) -> TrackParts:
+    """Concatenate per-shot results (in shot order), giving track ids unique over the video as run_video does."""
+    out: list[list[pa.Table]] = [[], [], []]
+    offset = 0
+    for detections, tracks, crops in parts:
+        out[0].append(shift_ids(detections, "track_id", offset))
+        out[1].append(shift_ids(tracks, "track_id", offset))
+        out[2].append(shift_ids(crops, "track_id", offset))
+        offset += tracks.num_rows
+    names = ("detections", "tracks", "crops")
+    return tuple(_concat(name, tables) for name, tables in zip(names, out))  # type: ignore[return-value]
+
+
+def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
+    parts = [p for p in parts if p.num_rows]
+    return pa.concat_tables(parts) if parts else empty_table(name)
+
+
+def shot_detections(detections: pa.Table, shot_id: int) -> pa.Table:
+    return detections.filter(pc.equal(detections.column("shot_id"), shot_id))
+
+
+class LeastBusyPool:
+    """Ray actors that take calls; each call goes to the actor with the fewest calls still running.
+
+    Unlike ray.util.ActorPool it hands back ObjectRefs, so results (crop images) can flow from the tracking
+    actor straight to the task that writes the video, never through the driver.
+    """
+
+    def __init__(self, actors: list):
+        self.actors = list(actors)
+        self.pending: dict[int, list] = {i: [] for i in range(len(self.actors))}
+
+    def submit(self, method: str, *args):
+        import ray
+
+        for i, refs in self.pending.items():
+            if refs:
+                _, self.pending[i] = ray.wait(refs, num_returns=len(refs), timeout=0)
+        i = min(self.pending, key=lambda k: len(self.pending[k]))
+        ref = getattr(self.actors[i], method).remote(*args)
+        self.pending[i].append(ref)
+        return ref
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+def tracking_actors(cfg: RunConfig, count: int) -> LeastBusyPool:
+    """Start `count` tracking actors (one CPU each) and wait until they are up."""
+    import ray
+
+    remote = ray.remote(num_cpus=1, max_restarts=cfg.distributed.max_retries,
+                        max_task_retries=cfg.distributed.max_retries)(ShotTracker)
+    actors = [remote.remote(cfg.to_dict()) for _ in range(max(1, count))]
+    ray.get([a.ready.remote() for a in actors])
+    return LeastBusyPool(actors)
