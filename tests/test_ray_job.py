@@ -94,7 +94,14 @@ def submit(head: dict, s3_endpoint: str, *args: str) -> subprocess.CompletedProc
     cmd = [RAY, "job", "submit", "--address", head["address"], "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps(runtime_env), "--",
            sys.executable, "ray_jobs/index_catalogue.py", *args]
-    return subprocess.run(cmd, env=head["env"], capture_output=True, text=True, timeout=400)
+    # `ray job list` answers before the head's dashboard agent has registered; until it has, a submission is
+    # refused with "No available agent" (seen on a loaded 2-core machine). Ray says to try again: do so.
+    deadline = time.time() + 120
+    while True:
+        proc = subprocess.run(cmd, env=head["env"], capture_output=True, text=True, timeout=400)
+        if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
+            return proc
+        time.sleep(3)
 
 
 def manifest_counts(run: dict) -> dict[str, int]:

@@ -303,12 +303,8 @@ def write_still_image(path: str | Path, width: int = 160, height: int = 96, ext:
 
 
 def write_same_timestamps(path: str | Path, n_frames: int = 10) -> Path:
-    """A video whose frames all carry the same presentation time: a stream of zero duration."""
-    return write_video(path, n_frames=n_frames, pts_s=[0.0] * n_frames, codec="mpeg4") \
-        if str(path).endswith(".avi") else _write_all_at_zero(Path(path), n_frames)
-
-
-def _write_all_at_zero(path: Path, n_frames: int) -> Path:
+    """A Matroska video whose frames all carry the same presentation time: a stream of zero duration."""
+    path = Path(path)
     with av.open(str(path), "w", format="matroska") as container:
         stream = container.add_stream("mpeg4", rate=30)
         stream.width, stream.height = 64, 64
