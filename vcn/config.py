@@ -15,6 +15,9 @@ from vcn.errors import VcnError
 class DecodeConfig:
     # Frames decoded per batch; bounds memory for long files (a 640x360 RGB frame is ~0.7 MB).
     batch_frames: int = 64
+    # auto: deinterlace when the stream or its frames say interlaced; always; never (progressive material that
+    # is flagged interlaced by mistake).
+    deinterlace: str = "auto"
 
 
 @dataclass

@@ -150,7 +150,7 @@ def track_shot(path: str | Path, shot: dict[str, Any], detections: pa.Table, cfg
     from vcn.tracking.sample import sample_crops
     from vcn.video.decode import probe_video
 
-    info = info or probe_video(path)
+    info = info or probe_video(path, deinterlace=cfg.decode.deinterlace)
     if detections.num_rows == 0:
         return detections, empty_table("tracks"), empty_table("crops")
     detections = detections.sort_by([("frame", "ascending"), ("det_id", "ascending")])
@@ -264,7 +264,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     done = [] if force else out.stages_done()
     if all(s in done for s in wanted):
         return RunResult(out.path, True, out.summary() or {})
-    info = probe_video(video)
+    info = probe_video(video, deinterlace=cfg.decode.deinterlace)
     previous = (out.summary() or {}) if done else {}
     decode_error = previous.get("decode_error")
     timings: dict[str, float] = dict(previous.get("seconds", {}))

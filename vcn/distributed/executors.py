@@ -71,10 +71,10 @@ def ray_videos_executor(plans: list[Plan], store: OutputStore, cfg: RunConfig, s
 
 # ----- per work unit ------------------------------------------------------------------------------------------
 
-def _probe(video: VideoInput) -> dict[str, Any]:
+def _probe(video: VideoInput, deinterlace: str = "auto") -> dict[str, Any]:
     from vcn.video.decode import probe_video
 
-    info = probe_video(local_video(video))
+    info = probe_video(local_video(video), deinterlace=deinterlace)
     return {"n_frames": info.n_frames, "info": info.to_dict(), "video_info": info}
 
 
@@ -218,7 +218,7 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
         else:
             alive[plan.video.video_id] = {"probe": value}
 
-    _drain({probe.remote(p.video): p for p in plans}, probed)
+    _drain({probe.remote(p.video, cfg.decode.deinterlace): p for p in plans}, probed)
 
     # 2. scan: decode tasks and detection actors over every unit of every video in the wave
     units, n_units = [], {}

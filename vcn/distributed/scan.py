@@ -74,7 +74,7 @@ def decode_units(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> Iterator[
         error = decode_error = None
         try:
             path = local_video(VideoInput(unit.uri, unit.video_id, etag=unit.etag))
-            info = probe_video(path)
+            info = probe_video(path, deinterlace=run_cfg.decode.deinterlace)
             if unit.start_frame > 0:
                 for b in iter_frames(path, 1, start_frame=unit.start_frame - 1, end_frame=unit.start_frame,
                                      info=info):
