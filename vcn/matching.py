@@ -1,7 +1,7 @@
 """Coarse track matching between finetuning rounds: a Gaussian per track, compared in log-density (METHOD.md).
 
 DECISION (METHOD.md leaves it open): embeddings are L2-normalised, projected by one PCA fitted on the whole
-video to a low dimension, and each track's covariance is the Ledoit-Wolf shrinkage estimate plus a small
+video to a low dimension (about the typical number of crops per track), and each track's covariance is the Ledoit-Wolf shrinkage estimate plus a small
 variance floor (a fraction of the video's mean per-dimension variance). Shrinkage keeps 2-crop tracks
 well-conditioned, the floor keeps a track of identical crops (zero scatter) finite, and log-densities
 never underflow the way pdf values do in 30+ dimensions.
@@ -73,12 +73,19 @@ def _log_pdf(points: np.ndarray, mean: np.ndarray, chol: np.ndarray, log_det: fl
     return -0.5 * (p * math.log(2 * math.pi) + log_det + maha)
 
 
+def pca_dimension(track_of_crop: np.ndarray, cfg: MatchConfig) -> int:
+    """Median crops per track - 1, clipped to [cfg.min_pca_dim, cfg.pca_dim] (see MatchConfig for why)."""
+    _, counts = np.unique(np.asarray(track_of_crop), return_counts=True)
+    typical = int(np.median(counts)) - 1 if len(counts) else cfg.min_pca_dim
+    return int(np.clip(typical, cfg.min_pca_dim, max(cfg.pca_dim, cfg.min_pca_dim)))
+
+
 def fit_track_gaussians(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig) -> TrackGaussians:
     """Project the video's embeddings (PCA) and fit one shrunk Gaussian and its own threshold per track."""
     x = np.asarray(embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     track_of_crop = np.asarray(track_of_crop)
-    pca_mean, axes = fit_pca(x, cfg.pca_dim)
+    pca_mean, axes = fit_pca(x, pca_dimension(track_of_crop, cfg))
     y = (x - pca_mean) @ axes
     p = y.shape[1]
     floor = cfg.var_floor * max(float(y.var(axis=0).mean()), 1e-12)

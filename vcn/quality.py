@@ -5,34 +5,77 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+
+def serfiq_score(stochastic: torch.Tensor) -> torch.Tensor:
+    """[B, m, d] stochastic embeddings -> [B] quality = 2 * sigmoid(-mean pairwise distance of the L2-normalised
+    embeddings) (Terhorst et al. 2020): near 1 when dropout leaves the identity unchanged."""
+    m = stochastic.shape[1]
+    if m < 2:
+        raise ValueError("SER-FIQ needs at least 2 passes")
+    unit = F.normalize(stochastic.float(), dim=-1)
+    mean_dist = torch.cdist(unit, unit).sum(dim=(1, 2)) / (m * (m - 1))
+    return 2 * torch.sigmoid(-mean_dist)
+
+
+def embedding_layer(backbone: nn.Module) -> nn.Linear | None:
+    """The backbone's last Linear layer (SFace: pre_fc1, 50176 -> 128, right after its own dropout), or None."""
+    last = None
+    for module in backbone.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    return last
 
 
 @torch.no_grad()
-def serfiq_from_embeddings(embeddings: torch.Tensor, passes: int = 100, dropout: float = 0.5,
-                           generator: torch.Generator | None = None, chunk: int = 64) -> np.ndarray:
-    """SER-FIQ quality per crop from its (deterministic) embedding [N, d].
+def embed_with_serfiq(backbone: nn.Module, crops_uint8: torch.Tensor, passes: int = 100, dropout: float = 0.5,
+                      generator: torch.Generator | None = None, batch_size: int = 4,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings [N, d] and SER-FIQ quality [N] of uint8 BGR crops in one pass of the backbone.
 
-    The m stochastic passes differ only in the dropout mask at the embedding layer, so the backbone runs
-    once and dropout is applied to its output m times (METHOD.md: m = 100, p = 0.5). Quality =
-    2 * sigmoid(-mean pairwise Euclidean distance of the m L2-normalised embeddings), in (0, 1]; higher
-    means the identity survives dropout, i.e. a better face.
+    Dropout sits at the embedding layer, as SER-FIQ prescribes: a forward pre-hook on the backbone's last
+    Linear layer appends `passes` dropout-masked copies of that layer's input to the batch, so everything
+    before it runs once per crop and only the embedding layer (and any per-row layers after it, such as
+    SFace's BatchNorm1d) runs m + 1 times. A backbone with no Linear layer gets dropout on its output.
     """
-    e = embeddings.detach().float().cpu()
-    n = e.shape[0]
-    out = np.zeros(n, dtype=np.float32)
-    if n == 0:
-        return out
-    if passes < 2:
-        raise ValueError("SER-FIQ needs at least 2 passes")
-    for i in range(0, n, chunk):
-        x = e[i:i + chunk]
-        keep = torch.rand((x.shape[0], passes, x.shape[1]), generator=generator) >= dropout
-        # Inverted dropout scaling; it cancels under L2 normalisation but is kept to match nn.Dropout.
-        stoch = F.normalize(x[:, None, :] * keep / (1.0 - dropout), dim=-1)
-        dist = torch.cdist(stoch, stoch)                     # [B, m, m]
-        mean_dist = dist.sum(dim=(1, 2)) / (passes * (passes - 1))
-        out[i:i + chunk] = (2 * torch.sigmoid(-mean_dist)).numpy()
-    return out
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval()
+    layer = embedding_layer(backbone)
+    extra: dict[str, int] = {}
+
+    def expand(_module, args):
+        x = args[0]
+        b, f = x.shape
+        keep = torch.rand((b, passes, f), generator=generator) >= dropout
+        stoch = (x[:, None, :] * keep.to(x.device) / (1.0 - dropout)).reshape(b * passes, f)
+        extra["rows"] = b
+        return (torch.cat([x, stoch]),) + tuple(args[1:])
+
+    handle = layer.register_forward_pre_hook(expand) if layer is not None else None
+    embeddings, quality = [], []
+    try:
+        for i in range(0, len(crops_uint8), batch_size):
+            x = crops_uint8[i:i + batch_size].to(device=device, dtype=torch.float32)
+            out = backbone(x).float().cpu()
+            b = len(x)
+            if handle is None:
+                embeddings.append(out)
+                keep = torch.rand((b, passes, out.shape[1]), generator=generator) >= dropout
+                quality.append(serfiq_score(out[:, None, :] * keep / (1.0 - dropout)))
+                continue
+            if extra.get("rows") != b or out.shape[0] != b * (passes + 1):
+                raise RuntimeError("SER-FIQ: the layers after the backbone's last Linear are not row-wise")
+            embeddings.append(out[:b])
+            quality.append(serfiq_score(out[b:].reshape(b, passes, -1)))
+    finally:
+        if handle is not None:
+            handle.remove()
+        backbone.train(was_training)
+    if not embeddings:
+        return torch.zeros(0), np.zeros(0, np.float32)
+    return torch.cat(embeddings), torch.cat(quality).numpy().astype(np.float32)
 
 
 def track_quality(crop_quality: np.ndarray, track_of_crop: np.ndarray) -> dict[int, float]:

@@ -20,10 +20,10 @@ from vcn.clustering import METHODS, algorithm1, cluster_with_baseline, cooccurri
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.matching import match_tracks
-from vcn.quality import mad_low_outliers, serfiq_from_embeddings, track_quality
+from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
 from vcn.ssl.head import make_head
 from vcn.ssl.loss import student_log_probs, teacher_probs
-from vcn.ssl.train import SelfDistillation, finetune, resolve_device, run_in_batches
+from vcn.ssl.train import SelfDistillation, finetune, resolve_device
 from vcn.tables import empty_table, make_table
 
 
@@ -69,12 +69,12 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
 
     device = resolve_device(cfg.ssl.device)
     backbone = backbone.to(device)
-    base = run_in_batches(backbone, images, cfg.ssl.eval_batch_size, device)
-    t2 = time.perf_counter()
-    timings["embed_base_s"] = t2 - t1
-
+    # One pass gives the base embeddings and SER-FIQ quality (dropout at the embedding layer).
     gen = torch.Generator().manual_seed(cfg.serfiq.seed)
-    crop_q = serfiq_from_embeddings(base, cfg.serfiq.passes, cfg.serfiq.dropout, gen)
+    base, crop_q = embed_with_serfiq(backbone, images, cfg.serfiq.passes, cfg.serfiq.dropout, gen,
+                                     cfg.serfiq.batch_size, device)
+    t2 = time.perf_counter()
+    timings["embed_base_and_serfiq_s"] = t2 - t1
     quality = track_quality(crop_q, track_of_crop)
     reason = {int(t): "quality_gate" for t in track_ids}
     scored = np.array(sorted(quality), dtype=np.int64)
@@ -82,7 +82,6 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     for t, out in zip(scored.tolist(), outlier.tolist()):
         reason[t] = "serfiq_outlier" if out else "clustered"
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
-    timings["serfiq_s"] = time.perf_counter() - t2
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable)
 
 
@@ -187,7 +186,7 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
     t1 = time.perf_counter()
     tuned = trainer.teacher_embeddings(prep.images)
     p = l = None
-    if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss":
+    if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" and clusterable.any():
         p, l = trainer.probs_and_log_probs(prep.images[clusterable])
     timings["embed_finetuned_s"] = time.perf_counter() - t1
 

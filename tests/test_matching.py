@@ -1,0 +1,127 @@
+"""Coarse track matching: per-track Gaussians in log-density after per-video PCA and Ledoit-Wolf shrinkage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from vcn.config import MatchConfig
+from vcn.matching import fit_pca, fit_track_gaussians, ledoit_wolf, match_tracks
+
+
+def _identities(rng, n_people=4, dim=128):
+    centres = rng.normal(size=(n_people, dim))
+    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+
+
+def _track(rng, centre, n, spread=0.15):
+    return centre + rng.normal(scale=spread / math.sqrt(len(centre)), size=(n, len(centre)))
+
+
+def test_ledoit_wolf_matches_the_reference_formula():
+    sklearn_cov = pytest.importorskip("sklearn.covariance")
+    rng = np.random.default_rng(0)
+    for n, p in [(2, 8), (10, 32), (500, 32)]:
+        x = rng.normal(size=(n, p)) @ rng.normal(size=(p, p))
+        ref = sklearn_cov.LedoitWolf(assume_centered=False).fit(x).covariance_
+        assert np.allclose(ledoit_wolf(x), ref, rtol=1e-8, atol=1e-10)
+
+
+def test_pca_keeps_at_most_the_rank():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)) @ rng.normal(size=(3, 20))   # rank 3 (4 after centring is at most 3 here)
+    _, axes = fit_pca(x, 32)
+    assert axes.shape == (20, 3)
+
+
+@pytest.mark.parametrize("n_crops", [2, 500])
+def test_thresholds_are_finite_for_tracks_of_2_and_500_crops(n_crops):
+    rng = np.random.default_rng(1)
+    people = _identities(rng)
+    emb = np.concatenate([_track(rng, people[0], n_crops), _track(rng, people[1], 7)])
+    tracks = np.array([0] * n_crops + [1] * 7)
+    g = fit_track_gaussians(emb, tracks, MatchConfig())
+    assert np.isfinite(g.thresholds).all() and np.isfinite(g.log_det).all()
+    # Covariances are positive definite (Cholesky succeeded) and well conditioned.
+    for c in g.chol:
+        cov = c @ c.T
+        assert np.linalg.cond(cov) < 1e6
+    m = match_tracks(emb, tracks, MatchConfig())
+    assert np.isfinite(m.log_pdf).all()
+
+
+def test_degenerate_track_of_identical_crops_stays_finite_and_matches_only_itself():
+    rng = np.random.default_rng(2)
+    people = _identities(rng)
+    same = np.repeat(people[0][None], 6, axis=0)             # a still frame: 6 identical crops
+    emb = np.concatenate([same, _track(rng, people[0], 8), _track(rng, people[1], 8)])
+    tracks = np.array([0] * 6 + [1] * 8 + [2] * 8)
+    m = match_tracks(emb, tracks, MatchConfig())
+    assert np.isfinite(m.log_pdf).all() and np.isfinite(m.thresholds).all()
+    # Its own crops all sit at its mean, so its threshold is the density at the mean: nothing else reaches it.
+    assert not m.matched[:, 0].any()
+    # It still matches the other track of the same person (whose Gaussian has real spread).
+    assert m.matched[0, 1]
+
+
+def test_same_person_tracks_match_and_different_people_do_not():
+    rng = np.random.default_rng(3)
+    people = _identities(rng, 3)
+    emb, tracks = [], []
+    for t, person in enumerate([0, 0, 1, 1, 2]):
+        emb.append(_track(rng, people[person], 12))
+        tracks += [t] * 12
+    m = match_tracks(np.concatenate(emb), np.array(tracks), MatchConfig())
+    assert m.matched[0, 1] and m.matched[1, 0] and m.matched[2, 3] and m.matched[3, 2]
+    person = np.array([0, 0, 1, 1, 2])
+    assert not m.matched[person[:, None] != person[None, :]].any()
+    assert not m.matched.diagonal().any()
+    assert m.as_dict()[0] == [1] and m.as_dict()[4] == []
+
+
+def test_rule_is_log_pdf_of_mean_under_other_track_against_its_lowest_quarter():
+    rng = np.random.default_rng(4)
+    people = _identities(rng, 2, dim=6)
+    emb = np.concatenate([_track(rng, people[0], 10, 0.5), _track(rng, people[0], 9, 0.5),
+                          _track(rng, people[1], 11, 0.5)])
+    tracks = np.array([5] * 10 + [7] * 9 + [9] * 11)
+    cfg = MatchConfig(pca_dim=4, var_floor=0.0)
+    g = fit_track_gaussians(emb, tracks, cfg)
+    m = match_tracks(emb, tracks, cfg)
+    # Recompute in the same PCA space with scipy as the reference density.
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    mean, axes = fit_pca(x, 4)
+    y = (x - mean) @ axes
+    for j, tid in enumerate([5, 7, 9]):
+        own = y[tracks == tid]
+        dist = multivariate_normal(own.mean(0), ledoit_wolf(own))
+        logs = np.sort(dist.logpdf(own))
+        assert g.thresholds[j] == pytest.approx(logs[:math.ceil(0.25 * len(own))].mean())
+        for k, kid in enumerate([5, 7, 9]):
+            lp = dist.logpdf(y[tracks == kid].mean(0))
+            assert m.log_pdf[k, j] == pytest.approx(lp)
+            if k != j:
+                assert m.matched[k, j] == (lp >= g.thresholds[j])
+
+
+def test_cannot_link_pairs_never_match():
+    rng = np.random.default_rng(5)
+    people = _identities(rng, 1)
+    emb = np.concatenate([_track(rng, people[0], 10), _track(rng, people[0], 10)])
+    tracks = np.array([3] * 10 + [4] * 10)
+    assert match_tracks(emb, tracks, MatchConfig()).matched[0, 1]
+    m = match_tracks(emb, tracks, MatchConfig(), cannot_link={(3, 4)})
+    assert not m.matched.any()
+
+
+def test_pca_dimension_follows_the_typical_track_length():
+    from vcn.matching import pca_dimension
+
+    cfg = MatchConfig(pca_dim=16, min_pca_dim=4)
+    assert pca_dimension(np.repeat(np.arange(5), 10), cfg) == 9
+    assert pca_dimension(np.repeat(np.arange(5), 3), cfg) == 4
+    assert pca_dimension(np.repeat(np.arange(5), 100), cfg) == 16
+    assert pca_dimension(np.array([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]), cfg) == 5
