@@ -179,3 +179,12 @@ def test_evaluate_a_rendered_video_with_perfect_predictions(tmp_path, capsys):
     assert r["tracks_labelled"] == 4 and r["identities_found"] == 2
     for key in ("wcp", "pcr", "nmi", "bcubed_f", "truth_box_recall", "detection_precision", "track_label_agreement"):
         assert r[key] == pytest.approx(1.0), key
+
+
+def test_json_output_writes_nan_as_null():
+    """A score that is undefined (no labelled track) is printed as null: json.dumps would write NaN, not JSON."""
+    from vcn.evaluate import to_json
+
+    text = to_json({"wcp": float("nan"), "nested": [{"f": float("nan")}, 1.5], "n": 3})
+    assert "NaN" not in text
+    assert json.loads(text) == {"wcp": None, "nested": [{"f": None}, 1.5], "n": 3}

@@ -155,9 +155,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(result.describe())
         return 0
     if args.command == "eval":
-        from vcn.evaluate import evaluate
+        from vcn.evaluate import evaluate, to_json
 
-        print(json.dumps(evaluate(args.pred_dir, args.truth), indent=2))
+        print(to_json(evaluate(args.pred_dir, args.truth)))
         return 0
     if args.command == "report":
         from vcn.report import write_report_with_stats

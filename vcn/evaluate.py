@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -107,7 +108,14 @@ def evaluate(pred_dir: str | Path, truth_path: str | Path, video_id: str | None 
     truth = read_truth(truth_path)
     video_id = _one_video(pred_dir, video_id, tracks, detections, clusters)
     tracks, detections, clusters = (_only_video(t, video_id) for t in (tracks, detections, clusters))
+    result: dict[str, Any] = {"pred_dir": str(pred_dir), "truth": str(truth_path), "video_id": video_id}
+    result.update(evaluate_tables(tracks, detections, clusters, truth, iou_threshold))
+    return result
 
+
+def evaluate_tables(tracks: pa.Table, detections: pa.Table, clusters: pa.Table, truth: pa.Table,
+                    iou_threshold: float = IOU_THRESHOLD) -> dict[str, Any]:
+    """`evaluate` on one video's tables in memory (benchmarks score several clusterings of one run)."""
     labels = label_tracks(detections, truth, iou_threshold)
     identity_of = dict(zip(labels["track_id"].to_pylist(), labels["identity"].to_pylist()))
     cluster_of = dict(zip(clusters["track_id"].to_pylist(), clusters["cluster_id"].to_pylist()))
@@ -125,9 +133,6 @@ def evaluate(pred_dir: str | Path, truth_path: str | Path, video_id: str | None 
     truth_identities = set(truth["identity"].to_pylist())
 
     result: dict[str, Any] = {
-        "pred_dir": str(pred_dir),
-        "truth": str(truth_path),
-        "video_id": video_id,
         "iou_threshold": iou_threshold,
         "tracks_predicted": len(track_ids),
         "tracks_labelled": len(labelled),
@@ -182,6 +187,19 @@ def _only_video(table: pa.Table, video_id: str | None) -> pa.Table:
     return table.filter(pc.equal(table["video_id"], video_id))
 
 
+def to_json(result: Any) -> str:
+    """JSON text of a result with NaN written as null (plain json.dumps writes NaN, which is not JSON)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(result), indent=2, allow_nan=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vcn.evaluate", description=evaluate.__doc__)
     parser.add_argument("pred_dir", help="output folder of vcn run (tracks/detections/clusters Parquet tables)")
@@ -194,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     except VcnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1))
+    print(to_json(result))
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -145,38 +146,55 @@ def _embeddings_table(video_id: str, prep: _Prepared, named: list[tuple[str, tor
     return pa.concat_tables(parts) if parts else empty_table("embeddings")
 
 
-def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
-                         cannot_link_frames: dict[int, np.ndarray] | None = None
-                         ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-    """The full method on one video: SER-FIQ gate, finetuning rounds alternating with coarse matching,
-    then clustering (Algorithm 1 by default, or a baseline on the finetuned embeddings).
+@dataclass
+class FinetunedVideo:
+    """One video after stage 2: what every clustering of it needs, so several can share one finetune."""
 
-    `cannot_link_frames` (track id -> frames with a detection of it) is used when cluster.cannot_link is on;
-    two tracks sharing a frame are then never matched or merged. `backbone` is not modified.
-    Returns (clusters table, embeddings table, seconds per step).
+    prep: _Prepared
+    tuned: torch.Tensor                 # finetuned (teacher backbone) embedding of every good crop
+    p: torch.Tensor | None              # teacher probabilities of the clusterable crops (Eq. 2 terms)
+    l: torch.Tensor | None              # student log-probabilities of the clusterable crops
+    matches: list[dict[int, list[int]]]  # coarse matches found after each round but the last
+    timings: dict[str, float]
+    name: str                           # the backbone's name, for the embeddings table
+
+
+# Coarse matching between rounds: (teacher embeddings of the clusterable crops, their tracks) -> matches.
+Matcher = Callable[[np.ndarray, np.ndarray], dict[int, list[int]]]
+
+
+def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
+                   cannot_link: set[tuple[int, int]] | None = None, matcher: Matcher | None = None
+                   ) -> FinetunedVideo:
+    """Stage 2 on one video: SER-FIQ gate, then finetuning rounds alternating with coarse track matching.
+
+    `matcher` replaces the coarse matching (METHOD.md) between rounds; benchmarks use it to measure what
+    perfect matches would give. `backbone` is not modified.
     """
-    _check_method(cfg)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     prep = _prepare(crops, backbone, cfg, timings)
     name = str(getattr(backbone, "name", "backbone"))
-    cannot_link = _cannot_link(crops, cfg, cannot_link_frames)
+    found: list[dict[int, list[int]]] = []
     if len(prep.crop_ids) == 0:
         timings["total_s"] = time.perf_counter() - t_start
-        return _clusters_table(video_id, prep, {}), _embeddings_table(video_id, prep, []), timings
+        return FinetunedVideo(prep, prep.base, None, None, found, timings, name)
 
-    t0 = time.perf_counter()
     clusterable = prep.clusterable
+    if matcher is None:
+        def matcher(emb: np.ndarray, track_of_crop: np.ndarray) -> dict[int, list[int]]:
+            return match_tracks(emb, track_of_crop, cfg.match, cannot_link).as_dict()
     timings["match_s"] = 0.0
 
     def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
         tm = time.perf_counter()
         emb = trainer.teacher_embeddings(prep.images[clusterable]).numpy()
-        found = match_tracks(emb, prep.track_of_crop[clusterable], cfg.match, cannot_link).as_dict() \
-            if clusterable.any() else {}
+        matches = matcher(emb, prep.track_of_crop[clusterable]) if clusterable.any() else {}
+        found.append(matches)
         timings["match_s"] += time.perf_counter() - tm
-        return found
+        return matches
 
+    t0 = time.perf_counter()
     trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
     for log in trainer.logs:
         key = f"finetune_round{log.round + 1}_{log.kind}_s"
@@ -186,18 +204,44 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
     t1 = time.perf_counter()
     tuned = trainer.teacher_embeddings(prep.images)
     p = l = None
-    if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" and clusterable.any():
+    if clusterable.any():
         p, l = trainer.probs_and_log_probs(prep.images[clusterable])
     timings["embed_finetuned_s"] = time.perf_counter() - t1
+    timings["stage2_s"] = time.perf_counter() - t_start
+    return FinetunedVideo(prep, tuned, p, l, found, timings, name)
 
-    t2 = time.perf_counter()
-    labels = _labels_for_tracks(cfg.cluster.method, cfg, prep.track_of_crop[clusterable],
-                                tuned[clusterable].numpy(), p, l, cannot_link)
-    timings["cluster_s"] = time.perf_counter() - t2
-    clusters = _clusters_table(video_id, prep, labels)
-    embeddings = _embeddings_table(video_id, prep, [(name, prep.base), (f"{name}+finetuned", tuned)])
-    timings["total_s"] = time.perf_counter() - t_start
-    return clusters, embeddings, timings
+
+def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
+                         cannot_link_frames: dict[int, np.ndarray] | None = None
+                         ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """The full method on one video: `finetune_video`, then clustering (Algorithm 1 by default, or a
+    baseline on the finetuned embeddings).
+
+    `cannot_link_frames` (track id -> frames with a detection of it) is used when cluster.cannot_link is on;
+    two tracks sharing a frame are then never matched or merged. `backbone` is not modified.
+    Returns (clusters table, embeddings table, seconds per step).
+    """
+    _check_method(cfg)
+    cannot_link = _cannot_link(crops, cfg, cannot_link_frames)
+    ft = finetune_video(crops, backbone, cfg, cannot_link)
+    clusters = cluster_finetuned(ft, cfg, video_id, cannot_link)
+    embeddings = _embeddings_table(video_id, ft.prep, [(ft.name, ft.prep.base), (f"{ft.name}+finetuned", ft.tuned)])
+    ft.timings["total_s"] = ft.timings.get("stage2_s", 0.0) + ft.timings.get("cluster_s", 0.0)
+    return clusters, embeddings, ft.timings
+
+
+def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
+                      cannot_link: set[tuple[int, int]] = frozenset()) -> pa.Table:
+    """Stage 3 on a finetuned video: cfg.cluster.method (and metric) on its clusterable tracks -> clusters table.
+
+    Adds `cluster_s` to ft.timings."""
+    _check_method(cfg)
+    t0 = time.perf_counter()
+    mask = ft.prep.clusterable
+    labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
+                                ft.p, ft.l, cannot_link) if mask.any() else {}
+    ft.timings["cluster_s"] = time.perf_counter() - t0
+    return _clusters_table(video_id, ft.prep, labels)
 
 
 def cluster_without_finetuning(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
