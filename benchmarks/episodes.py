@@ -1,6 +1,7 @@
 """Seeded multi-shot benchmark episodes rendered from a folder of labelled face photos (identities.json).
 
-    python benchmarks/episodes.py --faces ../shared/data/faces/deepface13 --out out/ep0 --seed 0 --shots 12
+    python benchmarks/episodes.py --faces ../shared/data/faces/deepface13 --out out/ep0 --seed 0 --shots 12 \
+        [--shots-per-scene 4]
 
 writes <out>/episode.mp4, episode.truth.parquet (per-frame boxes and identities), episode.shots.json (shots,
 photos) and held_out.json (photos of the same people kept out of the video, for a search feature).
@@ -45,10 +46,14 @@ def read_identities(faces_dir: str | Path) -> dict[str, list[str]]:
 def render_episode(faces_dir: str | Path, out_dir: str | Path, seed: int = 0, n_shots: int = 12,
                    n_people: int | None = None, held_out_per_person: int = 1, size: tuple[int, int] = FRAME_SIZE,
                    fps: float = FPS, name: str = "episode", detector: str = "auto",
-                   shot_seconds: tuple[float, float] = (1.6, 3.0)) -> Episode:
+                   shot_seconds: tuple[float, float] = (1.6, 3.0), shots_per_scene: int = 1) -> Episode:
     """Render one episode: `n_shots` shots of 1-3 photos each, people chosen round-robin so that everyone
     appears once before anyone appears twice, each appearance a different photo while unused ones remain.
-    `held_out_per_person` photos of each person with at least that many + 2 are kept out of the video."""
+    `held_out_per_person` photos of each person with at least that many + 2 are kept out of the video.
+
+    With `shots_per_scene` > 1 the episode is made of scenes as TV is: each scene keeps its people in one
+    photo each (one look) over that many shots, and people re-appear in other scenes in other photos;
+    `n_shots` is then rounded up to whole scenes. With 1 (the default) every appearance is a new photo."""
     started = time.perf_counter()
     faces_dir, out_dir = Path(faces_dir), Path(out_dir)
     if n_shots < 1:
@@ -101,7 +106,8 @@ def render_episode(faces_dir: str | Path, out_dir: str | Path, seed: int = 0, n_
     stream = appearances()
     queue: list[tuple[str, Photo]] = []
     shots = []
-    for size_wanted in rng.integers(1, 4, n_shots).tolist():
+    n_groups = n_shots if shots_per_scene <= 1 else -(-n_shots // shots_per_scene)
+    for size_wanted in rng.integers(1, 4, n_groups).tolist():
         size_wanted = min(size_wanted, len(people))
         chosen: list[tuple[str, Photo]] = []
         i = 0
@@ -114,7 +120,18 @@ def render_episode(faces_dir: str | Path, out_dir: str | Path, seed: int = 0, n_
                 chosen.append(queue.pop(i))
             else:
                 i += 1
-        shots.append(random_shot([p for _, p in chosen], rng, duration_s=shot_seconds))
+        if shots_per_scene <= 1:
+            shots.append(random_shot([p for _, p in chosen], rng, duration_s=shot_seconds))
+            continue
+        # A scene: the same people in the same photos (one look each) over several shots, framed as TV
+        # cuts between them: the whole group, then random subsets (shot / reverse shot).
+        for k in range(shots_per_scene):
+            if k == 0 or len(chosen) == 1:
+                subset = chosen
+            else:
+                n_in_shot = int(rng.integers(1, len(chosen) + 1))
+                subset = [chosen[i] for i in sorted(rng.choice(len(chosen), n_in_shot, replace=False).tolist())]
+            shots.append(random_shot([p for _, p in subset], rng, duration_s=shot_seconds))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = render_video(shots, out_dir / f"{name}.mp4", size=size, fps=fps, seed=seed)
@@ -144,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=1, help="photos per person kept out of the video")
     parser.add_argument("--fps", type=float, default=FPS)
     parser.add_argument("--name", default="episode")
+    parser.add_argument("--shots-per-scene", type=int, default=1,
+                        help="shots per scene; people keep one photo (look) within a scene (default 1)")
     parser.add_argument("--shot-seconds", type=float, nargs=2, default=(1.6, 3.0), metavar=("MIN", "MAX"))
     args = parser.parse_args(argv)
     try:
         ep = render_episode(args.faces, args.out, seed=args.seed, n_shots=args.shots, n_people=args.people,
                             held_out_per_person=args.held_out, fps=args.fps, name=args.name,
-                            shot_seconds=tuple(args.shot_seconds))
+                            shot_seconds=tuple(args.shot_seconds), shots_per_scene=args.shots_per_scene)
     except VcnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -231,3 +231,27 @@ def test_episode_from_deepface13(tmp_path, episodes_module):
 
     again = episodes_module.render_episode(faces, tmp_path / "again", seed=1, n_shots=5, shot_seconds=(0.5, 0.8))
     assert again.render.video.read_bytes() == (tmp_path / "episode.mp4").read_bytes()
+
+
+def test_episode_scenes_keep_one_look_per_person(tmp_path, episodes_module):
+    """With shots_per_scene, a person shows the same photo in every shot of a scene (TV structure) and
+    other photos in other scenes while unused ones remain."""
+    faces = SHARED / "data" / "faces" / "deepface13"
+    if not (faces / "identities.json").is_file():
+        pytest.skip(f"shared test data not found at {faces} (the repository's sibling ../shared)")
+    episodes_module.render_episode(faces, tmp_path, seed=2, n_shots=7, shot_seconds=(0.3, 0.4),
+                                   shots_per_scene=3, n_people=3)
+    shots = json.loads((tmp_path / "episode.shots.json").read_text())["shots"]
+    assert len(shots) == 9                       # 7 rounded up to 3 scenes of 3
+    owner = {f: person for person, files in json.loads((faces / "identities.json").read_text())["identities"].items()
+             for f in files}
+    scenes = [shots[i:i + 3] for i in range(0, 9, 3)]
+    seen: dict[str, set[str]] = {}
+    for scene in scenes:
+        looks = set(scene[0]["photos"])
+        assert all(set(shot["photos"]) <= looks for shot in scene[1:])
+        # Someone who appears in two scenes appears in two different photos (each person has 5+ photos).
+        for photo in looks:
+            assert photo not in seen.get(owner[photo], set())
+            seen.setdefault(owner[photo], set()).add(photo)
+    assert any(len(photos) > 1 for photos in seen.values())
