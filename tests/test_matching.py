@@ -125,3 +125,30 @@ def test_pca_dimension_follows_the_typical_track_length():
     assert pca_dimension(np.repeat(np.arange(5), 3), cfg) == 4
     assert pca_dimension(np.repeat(np.arange(5), 100), cfg) == 16
     assert pca_dimension(np.array([0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]), cfg) == 5
+
+
+def test_first_neighbour_matching_links_each_track_to_its_nearest_and_back():
+    """Three tracks along a line and a far fourth: 0<->1 nearest, 2's nearest is 1, 3's nearest is 2."""
+    from vcn.matching import find_matches, first_neighbour_matches
+
+    directions = np.array([[1.0, 0.0, 0.0], [0.95, 0.3, 0.0], [0.7, 0.7, 0.0], [0.0, 0.2, 1.0]])
+    emb = np.repeat(directions, 3, axis=0) + np.random.default_rng(0).normal(0, 1e-3, (12, 3))
+    tracks = np.repeat([10, 11, 12, 13], 3)
+    m = first_neighbour_matches(emb, tracks).as_dict()
+    assert m == {10: [11], 11: [10, 12], 12: [11, 13], 13: [12]}
+    # Cannot-link removes the pair; the track then takes its next nearest.
+    m = first_neighbour_matches(emb, tracks, {(10, 11)}).as_dict()
+    assert 11 not in m[10] and m[10] == [12]
+    cfg = MatchConfig()
+    cfg.method = "first_neighbour"
+    assert find_matches(emb, tracks, cfg).as_dict() == first_neighbour_matches(emb, tracks).as_dict()
+
+
+def test_unknown_match_method_is_a_clear_error():
+    from vcn.errors import VcnError
+    from vcn.matching import find_matches
+
+    cfg = MatchConfig()
+    cfg.method = "kmeans"
+    with pytest.raises(VcnError, match="match.method='kmeans'.*gaussian, first_neighbour"):
+        find_matches(np.eye(4), np.arange(4), cfg)

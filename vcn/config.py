@@ -117,6 +117,9 @@ class SSLConfig:
 class MatchConfig:
     """Coarse track matching with per-track Gaussians (METHOD.md)."""
 
+    # gaussian (METHOD.md) | first_neighbour (each track with its nearest track by cosine; not the paper's,
+    # for material where every appearance is a new look: see README "Accuracy")
+    method: str = "gaussian"
     low_fraction: float = 0.25
     # DECISION: per-video PCA, then Ledoit-Wolf shrinkage. The PCA dimension is the median crops per track
     # minus 1, clipped to [min_pca_dim, pca_dim]: a Gaussian fitted to n crops in more dimensions than n - 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vcn.config import MatchConfig
+from vcn.errors import VcnError
 
 
 @dataclass
@@ -124,3 +125,46 @@ def match_tracks(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchCo
             if a in index and b in index:
                 matched[index[a], index[b]] = matched[index[b], index[a]] = False
     return TrackMatches(g.track_ids, log_pdf, g.thresholds, matched)
+
+
+def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
+                            cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
+    """Alternative coarse matching (cfg.match.method = first_neighbour; not the paper's): each track matches
+    its nearest other track by cosine of the mean embeddings, and that track matches it back.
+
+    Parameter-free like the Gaussian rule but scale-free too: it links tracks whose looks differ by more
+    than a track's own spread (a new photo, another scene), which the Gaussian rule cannot. It links every
+    track to someone, so a person seen once is paired with a stranger: measured in benchmarks/clustering.py.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    track_of_crop = np.asarray(track_of_crop)
+    ids = np.unique(track_of_crop)
+    means = np.stack([x[track_of_crop == t].mean(axis=0) for t in ids])
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    sim = means @ means.T
+    np.fill_diagonal(sim, -np.inf)
+    if cannot_link:
+        index = {int(t): i for i, t in enumerate(ids)}
+        for a, b in cannot_link:
+            if a in index and b in index:
+                sim[index[a], index[b]] = sim[index[b], index[a]] = -np.inf
+    matched = np.zeros((len(ids), len(ids)), dtype=bool)
+    for k in range(len(ids)):
+        if np.isfinite(sim[k]).any():
+            j = int(np.argmax(sim[k]))
+            matched[k, j] = matched[j, k] = True
+    return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
+
+
+MATCH_METHODS = ("gaussian", "first_neighbour")
+
+
+def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
+                 cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
+    """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the default) or 'first_neighbour'."""
+    if cfg.method == "gaussian":
+        return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
+    if cfg.method == "first_neighbour":
+        return first_neighbour_matches(embeddings, track_of_crop, cannot_link)
+    raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")

@@ -20,7 +20,7 @@ from torch import nn
 from vcn.clustering import METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.config import RunConfig
 from vcn.errors import VcnError
-from vcn.matching import match_tracks
+from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
 from vcn.ssl.head import make_head
 from vcn.ssl.loss import student_log_probs, teacher_probs
@@ -102,6 +102,8 @@ def _check_method(cfg: RunConfig) -> None:
         raise VcnError(f"cluster.method={cfg.cluster.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if cfg.cluster.metric not in ("loss", "cosine"):
         raise VcnError(f"cluster.metric={cfg.cluster.metric!r} is unknown; choose loss or cosine")
+    if cfg.match.method not in MATCH_METHODS:
+        raise VcnError(f"match.method={cfg.match.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
 
 
 def _labels_for_tracks(method: str, cfg: RunConfig, track_of_crop: np.ndarray, embeddings: np.ndarray,
@@ -183,7 +185,7 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     clusterable = prep.clusterable
     if matcher is None:
         def matcher(emb: np.ndarray, track_of_crop: np.ndarray) -> dict[int, list[int]]:
-            return match_tracks(emb, track_of_crop, cfg.match, cannot_link).as_dict()
+            return find_matches(emb, track_of_crop, cfg.match, cannot_link).as_dict()
     timings["match_s"] = 0.0
 
     def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
