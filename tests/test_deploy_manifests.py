@@ -25,6 +25,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity
 
+from tests.ports import free_ports
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CRD_DIR = SHARED / "data" / "kuberay_crds"
@@ -664,16 +666,6 @@ def test_readme_documents_auth_and_licences():
 # ---------------------------------------------------------------------------------------------
 # Token auth, for real: a token-protected head refuses `ray job submit` without the token
 # ---------------------------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from vcn import storage
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.outputs import json_default, swap_in
 from vcn.tables import CATALOGUE_TRACKS
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
@@ -263,7 +264,7 @@ class OutputStore:
             return None  # damaged or foreign: treated as absent
 
     def write_json(self, obj: Any, *parts: str) -> None:
-        data = json.dumps(obj, indent=1, default=_json_default).encode()
+        data = json.dumps(obj, indent=1, default=json_default).encode()
         target = self._join(*parts)
         if self.is_s3:
             storage.put_bytes(target, data)
@@ -328,7 +329,7 @@ class OutputStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{video_id}.", suffix=".tmp", dir=final.parent))
         try:
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            _swap_folder(tmp, final)
+            swap_in(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
@@ -343,17 +344,6 @@ class OutputStore:
         else:
             storage.atomic_write_bytes(target, sink.getvalue().to_pybytes())
         return target
-
-
-def _swap_folder(new: Path, final: Path) -> None:
-    if not final.exists():
-        os.rename(new, final)
-        return
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(final, old)
-    os.rename(new, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_catalogue(output: str | os.PathLike) -> pa.Table:
@@ -639,11 +629,3 @@ def run_catalogue(source: str, output: str, cfg: RunConfig | None = None, stages
                               "complete": sum(counts.values()) == len(plans)})
         manifest.save(store)
     return report
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

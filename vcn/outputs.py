@@ -73,15 +73,16 @@ class VideoOutput:
                 pq.write_table(table, tmp / f"{name}.parquet")
             for name, data in (extra_files or {}).items():
                 (tmp / name).write_bytes(data)
-            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, default=_json_default))
-            _swap_in(tmp, self.path)
+            (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, default=json_default))
+            swap_in(tmp, self.path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return self.path
 
 
-def _swap_in(new: Path, final: Path) -> None:
+def swap_in(new: Path, final: Path) -> None:
+    """Put the folder `new` at `final` by renames, replacing any folder already there (no half folder at `final`)."""
     if not final.exists():
         os.rename(new, final)
         return
@@ -92,7 +93,8 @@ def _swap_in(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """json.dumps `default`: numpy scalars become Python numbers, paths become strings."""
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, Path):

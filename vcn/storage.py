@@ -150,8 +150,8 @@ def list_objects(uri: str, client=None) -> list[dict]:
     return _s3_call(uri, "list", run)
 
 
-def head_object(uri: str, client=None) -> dict | None:
-    """size, etag and mtime of one s3:// object, or None when it does not exist."""
+def _read_object(uri: str, client, call):
+    """call(client, bucket, key) for the one s3:// object `uri`, or None when it does not exist."""
     from botocore.exceptions import ClientError
 
     bucket, key = split_s3(uri)
@@ -159,33 +159,28 @@ def head_object(uri: str, client=None) -> dict | None:
 
     def run():
         try:
-            r = client.head_object(Bucket=bucket, Key=key)
+            return call(client, bucket, key)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
+
+    return _s3_call(uri, "read", run)
+
+
+def head_object(uri: str, client=None) -> dict | None:
+    """size, etag and mtime of one s3:// object, or None when it does not exist."""
+    def head(client, bucket, key) -> dict:
+        r = client.head_object(Bucket=bucket, Key=key)
         return {"uri": uri, "key": key, "size": int(r["ContentLength"]), "etag": str(r.get("ETag", "")).strip('"'),
                 "mtime": r["LastModified"].timestamp()}
 
-    return _s3_call(uri, "read", run)
+    return _read_object(uri, client, head)
 
 
 def get_bytes(uri: str, client=None) -> bytes | None:
     """The content of one s3:// object, or None when it does not exist."""
-    from botocore.exceptions import ClientError
-
-    bucket, key = split_s3(uri)
-    client = client or s3_client()
-
-    def run():
-        try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise
-
-    return _s3_call(uri, "read", run)
+    return _read_object(uri, client, lambda c, bucket, key: c.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def put_bytes(uri: str, data: bytes, client=None) -> None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from vcn.catalogue import (OutputStore, Plan, VideoInput, drop_cached_video, error_text, finish_video,
                            local_video, process_video, summary_record)
 from vcn.config import RunConfig
+from vcn.distributed import fit_torch_threads
 from vcn.outputs import VideoOutput
 
 OnResult = Callable[[Plan, dict], None]
@@ -62,11 +63,18 @@ def ray_videos_executor(plans: list[Plan], store: OutputStore, cfg: RunConfig, s
     """One Ray task per video running `run_video` (via catalogue.process_video), as many at once as CPUs allow."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=cfg.distributed.max_retries)(process_video)
+    # Named after process_video, so the worker's process title (ray::process_video) stays what it was.
+    task = ray.remote(num_cpus=1, max_retries=cfg.distributed.max_retries, name="process_video")(_process_video)
     started = time.perf_counter()
     refs = {task.remote(p, store, cfg, stages): p for p in plans}
     _drain(refs, lambda plan, value, error: on_result(
         plan, value if error is None else _failure(error, time.perf_counter() - started)))
+
+
+def _process_video(plan: Plan, store: OutputStore, cfg: RunConfig, stages: list[str]) -> dict[str, Any]:
+    """Ray task: catalogue.process_video with torch's threads fitted to the task's CPUs."""
+    fit_torch_threads()
+    return process_video(plan, store, cfg, stages)
 
 
 # ----- per work unit ------------------------------------------------------------------------------------------
@@ -136,6 +144,7 @@ def _cluster_video(plan: Plan, store: OutputStore, cfg: RunConfig) -> dict[str, 
     """Ray task: fetch a video's detect+track output, run stages 2-3 (Ray Train when configured), publish."""
     from vcn.distributed.train import cluster_on_ray
 
+    fit_torch_threads()  # with train_workers 0, stages 2-3 run torch in this task
     video = plan.video
     with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
         folder = store.fetch_video(video.video_id, work)

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from vcn.catalogue import VideoInput, error_text, local_video
 from vcn.config import RunConfig, ShotConfig
+from vcn.distributed import fit_torch_threads
 from vcn.pipeline import ScanResult, assign_shots, shots_table
 from vcn.tables import empty_table, make_table
 
@@ -99,6 +100,7 @@ class DetectFaces:
     def __init__(self, cfg: dict[str, Any]):
         from vcn.models import load_detector
 
+        fit_torch_threads()
         self.cfg = RunConfig.from_dict(cfg)
         self.detector = load_detector(self.cfg.detect.model, self.cfg.detect)
 

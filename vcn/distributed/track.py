@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from vcn.catalogue import VideoInput, local_video
 from vcn.config import RunConfig
+from vcn.distributed import fit_torch_threads
 from vcn.tables import empty_table
 
 TrackParts = tuple[pa.Table, pa.Table, pa.Table]  # detections, tracks, crops of one shot
@@ -23,6 +24,7 @@ class ShotTracker:
     """A tracking actor's state: the config, loaded once. Ray wraps it with ray.remote in `tracking_actors`."""
 
     def __init__(self, cfg: dict[str, Any]):
+        fit_torch_threads()  # the quality gate of the sampled crops runs torch
         self.cfg = RunConfig.from_dict(cfg)
 
     def track(self, video: VideoInput, shot: dict[str, Any], detections: pa.Table, info=None) -> TrackParts:

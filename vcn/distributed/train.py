@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from vcn.config import RunConfig
+from vcn.distributed import fit_torch_threads
 
 
 class ResultBox:
@@ -42,6 +43,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     from vcn.pipeline import cluster_crops
 
+    fit_torch_threads()
     cfg = RunConfig.from_dict(config["cfg"])
     crops, tracks, detections = ray.get(config["inputs"])
     result = cluster_crops(crops, tracks, detections, cfg, config["video_id"])
