@@ -150,6 +150,28 @@ def evaluate_video(name: str, work: Path, backbone, detector, oracle: bool) -> d
     return row
 
 
+# ---------------------------------------------------------------------------------------------- cannot-link
+
+
+def cannot_link_on_tv_tracks(folder: Path = SHARED / "tv_tracks") -> list[dict]:
+    """On the real track structure of the paper's TV episodes: how many track pairs share a frame, how many
+    tracks that touches, and how often the labels call such a pair one person (the constraint being wrong)."""
+    from vcn.clustering import cooccurring_pairs
+    from vcn.metrics import load_tv_tracks
+
+    rows = []
+    for mat in sorted(folder.glob("*.facetracks.mat")):
+        ep = load_tv_tracks(mat)
+        pairs = cooccurring_pairs({int(t): f for t, f in zip(ep.track_ids, ep.frames)})
+        who = {int(t): i for t, i, ok in zip(ep.track_ids, ep.identities, ep.labelled) if ok}
+        labelled = [(a, b) for a, b in pairs if a in who and b in who]
+        same = sum(who[a] == who[b] for a, b in labelled)
+        rows.append({"episode": ep.episode, "tracks": len(ep), "co_occurring_pairs": len(pairs),
+                     "tracks_in_a_pair": len({t for pair in pairs for t in pair}),
+                     "labelled_pairs": len(labelled), "labelled_pairs_same_identity": int(same)})
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- timing
 
 
@@ -233,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             print_table(name, results["videos"][name])
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(to_json(results))          # after every video: a long run keeps its parts
+    if (SHARED / "tv_tracks").is_dir():
+        results["cannot_link_on_tv_tracks"] = cannot_link_on_tv_tracks()
     rows = [timing(n, args.crops_per_track, args.k, args.brute_max) for n in (100, 1000, 10000)]
     measured = [r for r in rows if "brute_force_s" in r]
     for r in rows:
