@@ -150,6 +150,26 @@ def evaluate_video(name: str, work: Path, backbone, detector, oracle: bool) -> d
     return row
 
 
+def hac_threshold_sweep(name: str, work: Path, backbone, thresholds=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+    """HAC on the base embeddings at several cosine thresholds: how much the baselines' one number matters.
+    Uses the stage-1 output of an earlier run in `work` (or runs stage 1)."""
+    from vcn.pipeline import run_video
+    from vcn.stage23 import cluster_without_finetuning
+
+    video, truth_path = prepare_video(name, work)
+    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
+    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
+    truth = read_truth(truth_path)
+    out = {}
+    for threshold in thresholds:
+        cfg = RunConfig()
+        cfg.cluster.method, cfg.cluster.hac_threshold = "hac", threshold
+        clusters = cluster_without_finetuning(tables["crops"], backbone, cfg, name)[0]
+        r = evaluate_tables(tables["tracks"], tables["detections"], clusters, truth)
+        out[str(threshold)] = {k: r[k] for k in SCORES}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- cannot-link
 
 
@@ -233,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", default=",".join(["hamilton", *EPISODES]))
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle-matching diagnostic finetune")
     parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--hac-sweep", action="store_true",
+                        help="only add HAC at cosine 0.4-0.8 on the base model to the --json file's videos")
     parser.add_argument("--brute-max", type=int, default=1000,
                         help="largest track count also timed by brute force (larger ones are extrapolated)")
     parser.add_argument("--crops-per-track", type=int, default=4)
@@ -247,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
                                 f"{torch.get_num_threads()} torch threads",
                      "command": "python benchmarks/clustering.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    if args.hac_sweep:
+        results = json.loads(Path(args.json).read_text())
+        backbone = load_backbone("sface")
+        for name in args.videos.split(","):
+            sweep = hac_threshold_sweep(name, out, backbone)
+            results.setdefault("videos", {}).setdefault(name, {})["hac_base_threshold_sweep"] = sweep
+            print(name, {t: (r["n_clusters"], round(r["wcp"], 3), round(r["pcr"], 2)) for t, r in sweep.items()})
+        Path(args.json).write_text(to_json(results))
+        return 0
     if not args.timing_only:
         backbone, detector = load_backbone("sface"), load_detector("retinaface")
         results["videos"] = {}
