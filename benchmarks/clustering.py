@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from episodes import render_episode  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses  # noqa: E402
+from vcn.clustering import cluster_pair_losses, cooccurring_pairs  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
@@ -95,9 +95,9 @@ def oracle_matcher(identity_of: dict[int, str]):
     return match
 
 
-def evaluate_video(name: str, work: Path, backbone, detector, oracle: bool) -> dict:
+def evaluate_video(name: str, work: Path, backbone, oracle: bool) -> dict:
     from vcn.pipeline import _co_occurring_frames, run_video
-    from vcn.stage23 import _cannot_link, cluster_finetuned, cluster_without_finetuning, finetune_video
+    from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_video
 
     video, truth_path = prepare_video(name, work)
     t0 = time.perf_counter()
@@ -121,8 +121,7 @@ def evaluate_video(name: str, work: Path, backbone, detector, oracle: bool) -> d
     row["stage2_timings"] = {k: round(v, 2) for k, v in ft.timings.items()}
     row["crops_clustered"] = int(ft.prep.clusterable.sum())
     row["coarse_matches_per_round"] = [match_quality(m, identity_of) for m in ft.matches]
-    linked_frames = _cannot_link(tables["crops"], dataclasses.replace(cfg, cluster=dataclasses.replace(
-        cfg.cluster, cannot_link=True)), _co_occurring_frames(tables["detections"]))
+    linked_frames = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
     base = dataclasses.replace(ft, tuned=ft.prep.base)
 
     def method_cfg(method: str, metric: str = "loss") -> RunConfig:
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=RunConfig().ssl.head_out)
     args = parser.parse_args(argv)
 
-    from vcn.models import load_backbone, load_detector
+    from vcn.models import load_backbone
 
     torch.manual_seed(0)
     out = Path(args.out)
@@ -279,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(to_json(results))
         return 0
     if not args.timing_only:
-        backbone, detector = load_backbone("sface"), load_detector("retinaface")
+        backbone = load_backbone("sface")
         results["videos"] = {}
         for name in args.videos.split(","):
-            results["videos"][name] = evaluate_video(name, out, backbone, detector, not args.no_oracle)
+            results["videos"][name] = evaluate_video(name, out, backbone, not args.no_oracle)
             print_table(name, results["videos"][name])
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(to_json(results))          # after every video: a long run keeps its parts

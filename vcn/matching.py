@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcn.clustering import mean_track_embeddings, pair_positions
 from vcn.config import MatchConfig
 from vcn.errors import VcnError
 
@@ -119,11 +120,8 @@ def match_tracks(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchCo
         log_pdf[:, j] = _log_pdf(g.means, g.means[j], g.chol[j], g.log_det[j])
     matched = log_pdf >= g.thresholds[None, :]
     np.fill_diagonal(matched, False)
-    if cannot_link:
-        index = {int(t): i for i, t in enumerate(g.track_ids)}
-        for a, b in cannot_link:
-            if a in index and b in index:
-                matched[index[a], index[b]] = matched[index[b], index[a]] = False
+    i, j = pair_positions(g.track_ids, cannot_link)
+    matched[i, j] = matched[j, i] = False
     return TrackMatches(g.track_ids, log_pdf, g.thresholds, matched)
 
 
@@ -136,19 +134,12 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
     than a track's own spread (a new photo, another scene), which the Gaussian rule cannot. It links every
     track to someone, so a person seen once is paired with a stranger: measured in benchmarks/clustering.py.
     """
-    x = np.asarray(embeddings, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    track_of_crop = np.asarray(track_of_crop)
-    ids = np.unique(track_of_crop)
-    means = np.stack([x[track_of_crop == t].mean(axis=0) for t in ids])
+    ids, means = mean_track_embeddings(embeddings, np.asarray(track_of_crop))
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     sim = means @ means.T
     np.fill_diagonal(sim, -np.inf)
-    if cannot_link:
-        index = {int(t): i for i, t in enumerate(ids)}
-        for a, b in cannot_link:
-            if a in index and b in index:
-                sim[index[a], index[b]] = sim[index[b], index[a]] = -np.inf
+    i, j = pair_positions(ids, cannot_link)
+    sim[i, j] = sim[j, i] = -np.inf
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     for k in range(len(ids)):
         if np.isfinite(sim[k]).any():

@@ -153,12 +153,19 @@ class FinetunedVideo:
     """One video after stage 2: what every clustering of it needs, so several can share one finetune."""
 
     prep: _Prepared
-    tuned: torch.Tensor                 # finetuned (teacher backbone) embedding of every good crop
-    p: torch.Tensor | None              # teacher probabilities of the clusterable crops (Eq. 2 terms)
-    l: torch.Tensor | None              # student log-probabilities of the clusterable crops
+    tuned: torch.Tensor                  # finetuned (teacher backbone) embedding of every good crop
+    trainer: SelfDistillation | None     # None when no crop passed the quality gate
     matches: list[dict[int, list[int]]]  # coarse matches found after each round but the last
     timings: dict[str, float]
-    name: str                           # the backbone's name, for the embeddings table
+    name: str                            # the backbone's name, for the embeddings table
+    _loss_terms: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def loss_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher probabilities p and student log-probabilities l (Eq. 2 terms) of the clusterable crops,
+        computed on first use: only Algorithm 1 with the loss needs them."""
+        if self._loss_terms is None:
+            self._loss_terms = self.trainer.probs_and_log_probs(self.prep.images[self.prep.clusterable])
+        return self._loss_terms
 
 
 # Coarse matching between rounds: (teacher embeddings of the clusterable crops, their tracks) -> matches.
@@ -179,8 +186,8 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     name = str(getattr(backbone, "name", "backbone"))
     found: list[dict[int, list[int]]] = []
     if len(prep.crop_ids) == 0:
-        timings["total_s"] = time.perf_counter() - t_start
-        return FinetunedVideo(prep, prep.base, None, None, found, timings, name)
+        timings["stage2_s"] = time.perf_counter() - t_start
+        return FinetunedVideo(prep, prep.base, None, found, timings, name)
 
     clusterable = prep.clusterable
     if matcher is None:
@@ -205,12 +212,9 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
 
     t1 = time.perf_counter()
     tuned = trainer.teacher_embeddings(prep.images)
-    p = l = None
-    if clusterable.any():
-        p, l = trainer.probs_and_log_probs(prep.images[clusterable])
     timings["embed_finetuned_s"] = time.perf_counter() - t1
     timings["stage2_s"] = time.perf_counter() - t_start
-    return FinetunedVideo(prep, tuned, p, l, found, timings, name)
+    return FinetunedVideo(prep, tuned, trainer, found, timings, name)
 
 
 def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, video_id: str,
@@ -236,12 +240,16 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                       cannot_link: set[tuple[int, int]] = frozenset()) -> pa.Table:
     """Stage 3 on a finetuned video: cfg.cluster.method (and metric) on its clusterable tracks -> clusters table.
 
-    Adds `cluster_s` to ft.timings."""
+    Adds `cluster_s` to ft.timings (including the Eq. 2 terms the first time Algorithm 1 needs them)."""
     _check_method(cfg)
     t0 = time.perf_counter()
     mask = ft.prep.clusterable
-    labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
-                                ft.p, ft.l, cannot_link) if mask.any() else {}
+    if not mask.any():
+        labels = {}
+    else:
+        p, l = ft.loss_terms() if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" else (None, None)
+        labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
+                                    p, l, cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 

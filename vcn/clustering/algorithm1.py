@@ -81,11 +81,9 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
         return Algorithm1Result(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, [])
     ids, tp, tl, track_thres = _track_statistics(p, l, track_of_crop)
     n_tracks = len(ids)
-    index = {int(t): i for i, t in enumerate(ids)}
     conflicts = np.zeros((n_tracks, n_tracks), dtype=bool)
-    for a, b in cannot_link or ():
-        if a in index and b in index and a != b:
-            conflicts[index[a], index[b]] = conflicts[index[b], index[a]] = True
+    i, j = pair_positions(ids, cannot_link)
+    conflicts[i, j] = conflicts[j, i] = True
 
     members: list[np.ndarray] = [np.array([t]) for t in range(n_tracks)]
     history = [n_tracks]
@@ -151,6 +149,15 @@ def cosine_vectors(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x, x
+
+
+def pair_positions(track_ids: np.ndarray, pairs: set[tuple[int, int]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions (i, j) in `track_ids` of the (track id, track id) pairs whose two tracks are both there
+    and differ: where a cannot-link pair lands in a track-by-track matrix."""
+    index = {int(t): k for k, t in enumerate(np.asarray(track_ids).tolist())}
+    found = np.array([(index[a], index[b]) for a, b in pairs or () if a in index and b in index and a != b],
+                     dtype=np.int64).reshape(-1, 2)
+    return found[:, 0], found[:, 1]
 
 
 def cooccurring_pairs(frames_of_track: dict[int, np.ndarray]) -> set[tuple[int, int]]:
