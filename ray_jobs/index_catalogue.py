@@ -2,8 +2,9 @@
 
 Processes every video of a catalogue (a local folder, an s3:// prefix, or a text file of URIs) on the Ray
 cluster this driver runs on, writes per video the tables of `vcn run`, a catalogue-level Parquet dataset (one
-row per track, partitioned by video_id) and a run manifest. A second run processes only new or changed
-videos; a killed run loses nothing complete. Prints one line per video and a final table.
+row per track, partitioned by video_id) and a run manifest, then brings the catalogue's person index
+(OUT/persons/, vcn/persons/) up to date (`--set persons.update_after_catalogue=false` skips it). A second run
+processes only new or changed videos; a killed run loses nothing complete. Prints one line per video and a final table.
 
 Exit status: 0 when the catalogue was processed, even if some videos failed (they are recorded in the manifest
 and retried by the next run; a non-zero status would make KubeRay retry the whole job for one corrupt file);

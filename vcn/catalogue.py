@@ -628,4 +628,18 @@ def run_catalogue(source: str, output: str, cfg: RunConfig | None = None, stages
                               "videos_per_min": report.videos_per_min, "frames_per_s": report.frames_per_s,
                               "complete": sum(counts.values()) == len(plans)})
         manifest.save(store)
+    if cfg.persons.update_after_catalogue and counts["done"] + counts["skipped"]:
+        update_persons_after_run(store, cfg, log)
     return report
+
+
+def update_persons_after_run(store: OutputStore, cfg: RunConfig, log: Callable[[str], None]) -> None:
+    """Bring OUT/persons/ up to date with the videos now complete; a failure is logged, never fatal (the
+    videos are done, and the next run or `vcn persons update` catches the index up)."""
+    from vcn.persons import update_index
+
+    try:
+        report = update_index(store.uri, wait_s=cfg.persons.wait_s, lease_s=cfg.persons.lease_s)
+        log(report.describe())
+    except Exception as e:  # the catalogue's outputs are complete whatever happens to the index
+        log(f"person index not updated: {error_text(e)}; run `vcn persons update --index {store.uri}`")

@@ -1,4 +1,4 @@
-"""The `vcn` command: run one video, render and run the demo, evaluate against ground truth."""
+"""The `vcn` command: run one video, render and run the demo, evaluate against ground truth, index persons."""
 
 from __future__ import annotations
 
@@ -116,7 +116,62 @@ def _parser() -> argparse.ArgumentParser:
                     help="score a cluster by its mean embedding (default) or by its best-matching track")
     se.add_argument("--backbone", help="embed the photo with this backbone (default: the one the index used)")
     se.add_argument("--json", action="store_true", help="print the hits as JSON")
+    se.add_argument("--clusters", action="store_true",
+                    help="list clusters, not persons, even where the index has a person index")
+    _add_persons_parser(sub)
     return parser
+
+
+def _add_persons_parser(sub) -> None:
+    pe = sub.add_parser(
+        "persons", help="one person across the archive: list, update, name, merge and split persons",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The person index links the clusters of different videos that show the same person (in the\n"
+                    "base backbone's space, with a threshold it sets from the catalogue: see the README). It lives\n"
+                    "in INDEX/persons/ beside the video outputs. An archivist's name, merge and split decisions are\n"
+                    "kept in an append-only log and win over automatic linking in every later update.",
+        epilog=textwrap.dedent("""\
+            example:
+              vcn persons update --index results/          # link new videos' clusters into persons
+              vcn persons --index results/                 # list persons, named first
+              vcn persons show --index results/ 4          # person 4's clusters, per video
+              vcn persons name --index results/ 4 "Ada Lovelace"
+              vcn persons merge --index results/ 4 9 12    # 9 and 12 are person 4
+              vcn persons split --index results/ 4 ep2:3   # cluster 3 of video ep2 is someone else
+              vcn persons page --index results/            # results/persons.html
+        """))
+    pe.add_argument("--index", metavar="DIR_OR_URI", help="vcn run --out folder, catalogue output, or s3:// prefix")
+    pe.add_argument("--json", action="store_true", help="print JSON")
+    ps = pe.add_subparsers(dest="persons_command")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = ps.add_parser(name, help=help_text)
+        p.add_argument("--index", dest="sub_index", metavar="DIR_OR_URI",
+                       help="vcn run --out folder, catalogue output, or s3:// prefix")
+        p.add_argument("--json", dest="sub_json", action="store_true", help="print JSON")
+        return p
+
+    ls = command("list", "list persons, named first, then by screen time (the default)")
+    ls.add_argument("--top", type=int, default=None, help="list at most this many")
+    up = command("update", "link clusters of new or changed videos, drop removed ones, apply new decisions")
+    up.add_argument("--relink", action="store_true", help="drop every automatic link and link all clusters again "
+                    "(person ids kept where possible, decisions replayed)")
+    up.add_argument("--wait", type=float, default=60.0, help="seconds to wait for another update (default 60)")
+    sh = command("show", "a person's clusters, per video")
+    sh.add_argument("person", type=int)
+    nm = command("name", "name a person (the name survives every later update)")
+    nm.add_argument("person", type=int)
+    nm.add_argument("name")
+    mg = command("merge", "make several persons one: OTHER persons become INTO")
+    mg.add_argument("into", type=int)
+    mg.add_argument("others", type=int, nargs="+")
+    sp = command("split", "move some of a person's clusters (VIDEO_ID:CLUSTER_ID) to a new person, for good")
+    sp.add_argument("person", type=int)
+    sp.add_argument("clusters", nargs="+", metavar="VIDEO_ID:CLUSTER_ID")
+    pg = command("page", "write the catalogue's persons page (HTML, thumbnails, named first)")
+    pg.add_argument("--out", metavar="FILE.html", help="default: INDEX/persons.html (local indexes)")
+    for p in (nm, mg, sp):
+        p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a running update (default 60)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +233,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "search":
         from vcn.search import format_hits, search
 
+        if not args.clusters:
+            from vcn.persons.query import format_person_hits
+            from vcn.search import search_persons
+
+            found = search_persons(args.image, args.index, top=args.top, reduce=args.reduce, backbone=args.backbone)
+            if found is not None:
+                persons, index = found
+                if args.json:
+                    print(json.dumps({"image": args.image, "index": args.index, "model": index.model,
+                                      "videos": len(index.videos), "persons": [p.to_dict() for p in persons]},
+                                     indent=2))
+                else:
+                    print(f"{len(index.videos)} videos searched ({index.model} embeddings), answers by person")
+                    print(format_person_hits(persons))
+                return 0
         hits, index = search(args.image, args.index, top=args.top, reduce=args.reduce, backbone=args.backbone)
         if args.json:
             print(json.dumps({"image": args.image, "index": args.index, "model": index.model,
@@ -186,7 +256,67 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{len(index.videos)} videos searched ({index.model} embeddings)")
             print(format_hits(hits))
         return 0
+    if args.command == "persons":
+        return _persons(args)
     raise AssertionError(args.command)
+
+
+def _persons(args: argparse.Namespace) -> int:
+    from vcn.persons import archivist
+    from vcn.persons.index import update_index
+    from vcn.persons.query import clusters_of, format_persons, load_persons, person_row
+
+    index = getattr(args, "sub_index", None) or args.index
+    as_json = args.json or getattr(args, "sub_json", False)
+    if not index:
+        raise VcnError("vcn persons: pass --index DIR_OR_URI (a vcn run --out folder, a catalogue output, "
+                       "or an s3:// prefix)")
+    cmd = args.persons_command or "list"
+    log = (lambda s: None) if as_json else print
+    if cmd == "list":
+        state = load_persons(index)
+        if as_json:
+            rows = [{k: v for k, v in r.items() if k != "embedding"} for r in state.persons.to_pylist()]
+            print(json.dumps({"generation": state.generation, "threshold": state.meta.get("threshold"),
+                              "persons": rows}, indent=1))
+        else:
+            print(format_persons(state, getattr(args, "top", None)))
+        return 0
+    if cmd == "show":
+        state = load_persons(index)
+        row = {k: v for k, v in person_row(state, args.person).items() if k != "embedding"}
+        clusters = clusters_of(state, args.person)
+        if as_json:
+            print(json.dumps({**row, "clusters": clusters}, indent=1, default=str))
+        else:
+            print(f"person {row['person_id']} {row['name'] or '(unnamed)'}: {row['n_videos']} videos, "
+                  f"{row['n_clusters']} clusters, {row['screen_s']:.1f} s on screen")
+            for c in clusters:
+                how = c["linked_by"] + (f" at {c['link_distance']:.3f}" if c["link_distance"] == c["link_distance"]
+                                        and c["link_distance"] is not None else "")
+                print(f"  {c['video_id']}:{c['cluster_id']}  {c['n_tracks']} tracks, {c['screen_s']:.1f} s  ({how})")
+        return 0
+    if cmd == "page":
+        from vcn.persons.page import write_persons_page
+
+        out = write_persons_page(index, args.out)
+        print(f"wrote {out}")
+        return 0
+    if cmd == "update":
+        report = update_index(index, relink=args.relink, wait_s=args.wait, log=log)
+    elif cmd == "name":
+        report = archivist.name_person(index, args.person, args.name, wait_s=args.wait, log=log)
+    elif cmd == "merge":
+        report = archivist.merge_persons(index, args.into, args.others, wait_s=args.wait, log=log)
+    elif cmd == "split":
+        report = archivist.split_person(index, args.person, args.clusters, wait_s=args.wait, log=log)
+    else:
+        raise AssertionError(cmd)
+    if as_json:
+        print(json.dumps(report.to_dict() if report else {"pending": True}, indent=1))
+    elif report is not None and not report.written:
+        print(report.describe())
+    return 0
 
 
 def _parse_stages(text: str) -> list[str]:

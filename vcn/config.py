@@ -192,6 +192,19 @@ class DistributedConfig:
 
 
 @dataclass
+class PersonsConfig:
+    """The catalogue-wide person index (vcn/persons/): operational settings only; linking sets itself from data."""
+
+    # Update OUT/persons/ at the end of every catalogue run (ray_jobs/index_catalogue.py, run_catalogue).
+    update_after_catalogue: bool = True
+    # Seconds a catalogue run waits for another run's index update to finish before it leaves the index be
+    # (the next run catches up: nothing is lost).
+    wait_s: float = 600.0
+    # Seconds an S3 lease on the index is valid without renewal (a holder that died frees it after this).
+    lease_s: float = 900.0
+
+
+@dataclass
 class RunConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
@@ -205,6 +218,7 @@ class RunConfig:
     serfiq: SerfiqConfig = field(default_factory=SerfiqConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    persons: PersonsConfig = field(default_factory=PersonsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

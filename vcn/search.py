@@ -366,3 +366,21 @@ def format_hits(hits: list[ClusterHit]) -> str:
         lines.append(f"{h.rank:>3}. {h.score:+.3f}  {h.video_id}  cluster {h.cluster_id}  "
                      f"({h.n_tracks} tracks, {format_time(h.screen_s)} on screen): {spans}")
     return "\n".join(lines)
+
+
+def search_persons(image: str | Path, index: str | Path, top: int = 10, reduce: str = DEFAULT_REDUCTION,
+                   backbone: str | None = None) -> tuple[list, SearchIndex] | None:
+    """`search`, answered with persons (vcn.persons) where the index has a person index; None where it has not.
+
+    Every cluster is ranked, then grouped by its person: a person ranks by its best cluster and lists all of its
+    clusters that scored, so one answer shows every video, shot and time range of that person.
+    """
+    from vcn.persons.query import group_hits
+    from vcn.persons.root import IndexRoot
+    from vcn.persons.store import read_state
+
+    state = read_state(IndexRoot(index))
+    if state.generation == 0:
+        return None
+    hits, idx = search(image, index, top=None, reduce=reduce, backbone=backbone)
+    return group_hits(hits, state, top=top), idx

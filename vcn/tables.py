@@ -102,6 +102,48 @@ CATALOGUE_TRACKS = pa.schema([
     pa.field("source_uri", pa.string()),
 ])
 
+# The catalogue-wide person index (OUT/persons/, see vcn/persons/): one generation folder per update, named by
+# OUT/persons/CURRENT.json. Clusters are linked across videos in the BASE backbone's space only.
+PERSON_CLUSTERS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("cluster_id", pa.int64()),       # the video's cluster (never -1: Unknown tracks are no one yet)
+    pa.field("person_id", pa.int64()),        # stable across updates; never reused once retired
+    pa.field("n_tracks", pa.int32()),
+    pa.field("n_crops", pa.int32()),          # base embeddings behind `embedding`
+    pa.field("screen_s", pa.float64()),
+    pa.field("embedding", pa.list_(pa.float32())),   # L2-normalised mean of the cluster's base crop embeddings
+    pa.field("own_nearest", pa.float32()),    # cosine distance to the nearest other cluster of its video (NaN: alone)
+    pa.field("link_distance", pa.float32()),  # distance of the link that joined it to its person (NaN: founder)
+    pa.field("linked_by", pa.string()),       # founder | auto | archivist
+    pa.field("thumb_crop_id", pa.int64()),    # the crop whose base embedding is nearest the cluster's mean
+    pa.field("video_fingerprint", pa.string()),
+])
+
+PERSONS = pa.schema([
+    pa.field("person_id", pa.int64()),
+    pa.field("name", pa.string()),            # null until an archivist names the person
+    pa.field("n_videos", pa.int32()),
+    pa.field("n_clusters", pa.int32()),
+    pa.field("n_tracks", pa.int32()),
+    pa.field("screen_s", pa.float64()),
+    pa.field("embedding", pa.list_(pa.float32())),   # L2-normalised crop-weighted mean of its clusters' embeddings
+    pa.field("thumbnails", pa.list_(pa.struct([pa.field("video_id", pa.string()),
+                                               pa.field("crop_id", pa.int64())]))),  # longest clusters first
+])
+
+# Which videos the person index holds, and the fingerprint (summary.json hash or ETag) they were read at.
+PERSON_VIDEOS = pa.schema([
+    pa.field("video_id", pa.string()),
+    pa.field("video_fingerprint", pa.string()),
+    pa.field("n_clusters", pa.int32()),
+    pa.field("generation", pa.int64()),       # the index update that added it
+    # Known-different evidence the link threshold is set from (vcn/persons/link.py), NaN when none:
+    pa.field("min_cooccurring", pa.float32()),  # closest two of its clusters that share a frame
+    pa.field("n_cooccurring", pa.int32()),
+    pa.field("min_within", pa.float32()),       # closest two of its clusters
+    pa.field("n_within", pa.int32()),
+])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "shots": SHOTS,
     "detections": DETECTIONS,
@@ -109,6 +151,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "crops": CROPS,
     "embeddings": EMBEDDINGS,
     "clusters": CLUSTERS,
+    "person_clusters": PERSON_CLUSTERS,
+    "persons": PERSONS,
+    "person_videos": PERSON_VIDEOS,
 }
 
 

@@ -1,0 +1,87 @@
+"""Nearest clusters of OTHER videos: exact (blocked matrix products) or through a vector index, re-scored exactly.
+
+Up to `exact_limit` index rows the search is exact; above it, candidates come from a faiss inverted-file index
+(IVF-Flat, inner product on unit vectors), and every candidate's similarity is recomputed exactly in float32
+before sorting, so an approximate index can miss a neighbour but never misorder or misscore one.
+benchmarks/persons_scale.py measures the recall of this against the exact search.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Below this many index rows the exact search costs less than building a vector index.
+EXACT_LIMIT = 50_000
+BLOCK = 2048
+
+
+def exact_neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray,
+                     k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows [q, k], similarities [q, k]) of each query's k most similar base rows of another video, best
+    first; rows are -1 (similarity -inf) where fewer exist."""
+    q = len(queries)
+    rows = np.full((q, k), -1, np.int64)
+    sims = np.full((q, k), -np.inf, np.float32)
+    if q == 0 or len(base) == 0 or k == 0:
+        return rows, sims
+    kk = min(k, len(base))
+    for s in range(0, q, BLOCK):
+        block = queries[s:s + BLOCK] @ base.T
+        block[query_video[s:s + BLOCK, None] == base_video[None, :]] = -np.inf
+        top = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        top_sims = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        rows[s:s + BLOCK, :kk] = np.take_along_axis(top, order, axis=1)
+        sims[s:s + BLOCK, :kk] = np.take_along_axis(top_sims, order, axis=1)
+    rows[~np.isfinite(sims)] = -1
+    return rows, sims
+
+
+def ivf_neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray,
+                   k: int, nprobe: int | None = None, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like `exact_neighbours`, with candidates from a faiss IVF-Flat index over `base`, re-scored exactly."""
+    import faiss
+
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    n, d = base.shape
+    nlist = int(max(1, min(4 * math.sqrt(n), n // 39)))     # faiss wants >= 39 training points per list
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    train = base[rng.choice(n, min(n, 64 * nlist), replace=False)] if n > 64 * nlist else base
+    index.train(np.ascontiguousarray(train, np.float32))
+    index.add(np.ascontiguousarray(base, np.float32))
+    index.nprobe = nprobe or max(1, nlist // 32)
+    # Ask for more than k: the query's own video may hold some of the nearest rows.
+    _, found = index.search(np.ascontiguousarray(queries, np.float32), 2 * k)
+    return rescore(queries, query_video, base, base_video, found, k)
+
+
+def rescore(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray,
+            found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact similarities of candidate rows (-1 = none), own-video rows dropped, best k first."""
+    rows = np.full((len(queries), k), -1, np.int64)
+    sims = np.full((len(queries), k), -np.inf, np.float32)
+    kk = min(k, found.shape[1])
+    for s in range(0, len(queries), BLOCK):
+        f = found[s:s + BLOCK]
+        valid = f >= 0
+        safe = np.where(valid, f, 0)
+        sim = np.einsum("qd,qkd->qk", queries[s:s + BLOCK], base[safe]).astype(np.float32)
+        sim[~valid | (base_video[safe] == query_video[s:s + BLOCK, None])] = -np.inf
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :kk]
+        rows[s:s + BLOCK, :kk] = np.take_along_axis(safe, order, axis=1)
+        sims[s:s + BLOCK, :kk] = np.take_along_axis(sim, order, axis=1)
+    rows[~np.isfinite(sims)] = -1
+    return rows, sims
+
+
+def neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray, k: int,
+               method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Exact below EXACT_LIMIT base rows (method 'auto'), IVF above; 'exact' or 'ivf' forces one."""
+    if method == "exact" or (method == "auto" and len(base) <= EXACT_LIMIT):
+        return exact_neighbours(queries, query_video, base, base_video, k)
+    return ivf_neighbours(queries, query_video, base, base_video, k)

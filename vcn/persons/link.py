@@ -1,0 +1,128 @@
+"""The linking rule between clusters of different videos; it sets its one threshold from the catalogue itself.
+
+Two clusters of different videos are linked when
+  1. they are mutual nearest neighbours across their two videos (each is the other's most similar cluster in
+     the other's video), and
+  2. their cosine distance is below the catalogue's closest known-different distance: the smallest distance
+     ever seen between two clusters whose faces share a frame (two faces in one frame are two people, however
+     each video was clustered). A catalogue without such a pair falls back to the closest two clusters of one
+     video (the per-video clustering calls them different people); one with neither makes no automatic link.
+
+No number is chosen by hand: the threshold is an observed distance between two different people, and it tightens
+as the catalogue grows and more different people are seen side by side. Chaining is checked in vcn.persons.assign.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vcn.persons.candidates import neighbours
+
+# Neighbours per query looked at: a link needs the FIRST cluster of a video in the list, and the rule only
+# ever uses the nearest few videos (anything further is beyond the threshold in practice).
+K = 16
+
+
+@dataclass
+class Threshold:
+    """The catalogue's link threshold (cosine distance) and the evidence it came from."""
+
+    distance: float | None        # None: no known-different pair yet, so no automatic link
+    source: str                   # cooccurring | same_video | none
+    video_id: str | None = None   # the video holding the pair that set it
+    pairs: int = 0                # known-different pairs it was the minimum of
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"distance": None if self.distance is None else round(float(self.distance), 6),
+                "source": self.source, "video_id": self.video_id, "pairs": self.pairs}
+
+
+@dataclass
+class VideoEvidence:
+    """Per video: the closest co-occurring pair and the closest pair of its clusters (cosine distance)."""
+
+    min_cooccurring: float = math.nan
+    n_cooccurring: int = 0
+    min_within: float = math.nan
+    n_within: int = 0
+
+
+def video_evidence(embedding: np.ndarray, cooccurring: list[tuple[int, int]]) -> tuple[VideoEvidence, np.ndarray]:
+    """(evidence, each cluster's distance to its nearest other cluster of the video, NaN when alone)."""
+    k = len(embedding)
+    own = np.full(k, np.nan, np.float32)
+    ev = VideoEvidence()
+    if k < 2:
+        return ev, own
+    dist = 1.0 - embedding @ embedding.T
+    np.fill_diagonal(dist, np.inf)
+    own[:] = dist.min(axis=1)
+    ev.min_within, ev.n_within = float(dist.min()), k * (k - 1) // 2
+    if cooccurring:
+        i, j = np.array(cooccurring).T
+        ev.min_cooccurring, ev.n_cooccurring = float(dist[i, j].min()), len(cooccurring)
+    return ev, own
+
+
+def catalogue_threshold(evidence: dict[str, VideoEvidence]) -> Threshold:
+    """The smallest known-different distance of the catalogue: co-occurring pairs first, else same-video pairs."""
+    for source, value, count in (("cooccurring", "min_cooccurring", "n_cooccurring"),
+                                 ("same_video", "min_within", "n_within")):
+        have = {v: e for v, e in evidence.items() if getattr(e, count) > 0}
+        if have:
+            video = min(have, key=lambda v: (getattr(have[v], value), v))
+            return Threshold(getattr(have[video], value), source, video,
+                             int(sum(getattr(e, count) for e in have.values())))
+    return Threshold(None, "none")
+
+
+@dataclass
+class Links:
+    """Accepted links (row pairs i < j of the cluster arrays) with their cosine distances, nearest first."""
+
+    i: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    j: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    distance: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+def find_links(embedding: np.ndarray, video: np.ndarray, new: np.ndarray, threshold: Threshold,
+               method: str = "auto", k: int = K) -> Links:
+    """Links of the rule above that involve at least one NEW row; links between old rows are never recomputed.
+
+    embedding: unit rows [n, d]; video: int code per row; new: bool per row.
+    """
+    queries = np.flatnonzero(new)
+    if threshold.distance is None or len(queries) == 0 or len(embedding) < 2:
+        return Links()
+    min_sim = 1.0 - threshold.distance
+    rows, sims = neighbours(embedding[queries], video[queries], embedding, video, k, method)
+    # Condition 2 and "first of its video in the query's list" (= the query's nearest in that video).
+    pairs: dict[tuple[int, int], float] = {}
+    order = np.argsort(video, kind="stable")
+    starts = np.searchsorted(video[order], np.arange(video.max() + 2))
+    for qi, q in enumerate(queries.tolist()):
+        seen: set[int] = set()
+        for r, s in zip(rows[qi].tolist(), sims[qi].tolist()):
+            if r < 0 or s <= min_sim:
+                break
+            v = int(video[r])
+            if v in seen:
+                continue
+            seen.add(v)
+            # Condition 1, the other way: is q the nearest cluster of q's video to r?
+            own_rows = order[starts[video[q]]:starts[video[q] + 1]]
+            if own_rows[int(np.argmax(embedding[own_rows] @ embedding[r]))] != q:
+                continue
+            pairs[(min(q, r), max(q, r))] = 1.0 - s
+    if not pairs:
+        return Links()
+    keys = sorted(pairs, key=lambda p: (pairs[p], p))
+    return Links(np.array([p[0] for p in keys], np.int64), np.array([p[1] for p in keys], np.int64),
+                 np.array([pairs[p] for p in keys], np.float32))
