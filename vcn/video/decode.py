@@ -1,9 +1,13 @@
 """Probe a video and decode it in bounded batches of upright, square-pixel, progressive BGR frames with their real
 timestamps.
 
-decord decodes (batched `get_batch`, one batch in memory at a time); PyAV reads what decord does not expose
-reliably: the container's presentation timestamps, the display-matrix rotation, the sample aspect ratio and
-whether the pictures are interlaced.
+PyAV (FFmpeg) does everything: the demux pass gives each frame's presentation timestamp (the packets' pts in
+display order are the frame index), and decoding maps every picture the decoder puts out to its index by its
+own pts, so a frame is the same picture whether it is reached from the start, after a seek (a shot's crops, a
+Ray work unit) or in another batch. decord's random access did not give that: on B-frame H.264 with keyframes
+at cuts (../shared simplefr_Video_2.mp4) a reader started mid-file returned another picture for about half the
+frames (benchmarks/frame_exact.py), so crops were cut from frames other than their detection's. One batch is in
+memory at a time; the decoder's own threads decode (thread_type AUTO).
 
 Interlaced footage (decision): frames flagged interlaced (the decoder's per-frame flag or the stream's field
 order) are deinterlaced by field interpolation: the field shown first is kept and the other field's lines are
@@ -18,9 +22,12 @@ Broken files (decision, documented here and in VideoInfo):
 - the container promises more than the file holds (a cut-off download: fewer packets than its header declares):
   `probe_video` returns `partial=True`, and `iter_frames` decodes the frames that are there.
 - a frame stops decoding part-way (corrupt data inside the file): `iter_frames` yields every frame before it
-  (the failing batch is retried frame by frame) and then raises `DecodeError` (a VcnError) naming the file and
-  the last frame it delivered. Those frames are valid: a caller that wants partial output catches DecodeError
-  and records `frames_decoded` as partial.
+  (the failing batch is decoded again without threads) and then raises `DecodeError` (a VcnError) naming the
+  file and the last frame it delivered. Those frames are valid: a caller that wants partial output catches
+  DecodeError and records `frames_decoded` as partial.
+- a picture the decoder skips without an error (a damaged packet it conceals by dropping) is given the picture
+  shown before it, as a player holds it; frames an MP4 edit list puts before the presentation's start are
+  decoded for reference by FFmpeg but are not frames of the video (`vinicius_obam.mp4` in ../shared has 49).
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import re
 from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -70,7 +76,7 @@ class VideoInfo:
     """What `probe_video` found. Sizes are those of the frames `iter_frames` yields (upright, square pixels)."""
 
     path: str
-    n_frames: int               # frames decord can index (and iter_frames will deliver)
+    n_frames: int               # frames in the presentation (packets with a time, minus edit-list discards)
     fps: float                  # the stream's average rate (nominal for variable-frame-rate files)
     duration_s: float           # from the first frame's start to the last frame's end
     width: int
@@ -84,7 +90,7 @@ class VideoInfo:
     declared_frames: int | None  # what the container header claims, when it says
     declared_duration_s: float | None
     partial: bool               # the file holds fewer frames than its header declares (cut off)
-    timestamps_from: str        # "container" (PyAV packet pts) or "decord" (fallback, see _frame_times)
+    timestamps_from: str        # "container": the packets' pts (the only source since decord was dropped)
     times: np.ndarray = field(repr=False)      # float64 [n_frames]: presentation time of each frame, seconds
     end_times: np.ndarray = field(repr=False)  # float64 [n_frames]: when each frame stops being shown
     stream_index: int = 0       # the container's stream decoded (the first video stream that is not cover art)
@@ -115,7 +121,6 @@ def probe_video(path: str | Path, deinterlace: str = "auto") -> VideoInfo:
     """Read a video's frame count, timing, size, rotation, pixel aspect, interlacing and codec; VcnError if it is
     unusable. `deinterlace`: "auto" (interlaced streams only), "always" or "never"."""
     import av
-    import decord
 
     if deinterlace not in DEINTERLACE_MODES:
         raise VcnError(f"deinterlace={deinterlace!r}: choose one of {', '.join(DEINTERLACE_MODES)}")
@@ -165,19 +170,13 @@ def probe_video(path: str | Path, deinterlace: str = "auto") -> VideoInfo:
         raise VcnError(f"{p}: all {len(pts)} frames carry the same timestamp (a zero-duration stream), so they "
                        "cannot be placed in time; re-encode it with fresh timestamps, e.g. `ffmpeg -fflags "
                        f"+genpts -i {p} -c:v libx264 -vsync cfr fixed.mp4`, and pass fixed.mp4")
-    try:
-        reader = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
-    except (RuntimeError, AssertionError, decord.DECORDError) as e:
-        raise VcnError(f"{p}: the decoder cannot index this video ({_decord_message(e)}); it is probably cut off "
-                       f"(an MP4 whose index was lost) or corrupt; " + _REENCODE.format(p=p)) from None
-    n = len(reader)
+    n = len(pts)
     if n == 0:
         raise VcnError(f"{p} has a video stream but no frames (zero-length); check the source of this file")
     if n == 1:
         raise VcnError(f"{p} holds a single frame (a still picture of zero duration, not footage); vcn tracks "
                        "faces across frames: pass a video")
-    times, end_times, source = _frame_times(reader, pts, last_duration, time_base, fps)
-    del reader
+    times, end_times = _frame_times(pts, last_duration, time_base, fps)
     if not times[-1] > times[0]:
         raise VcnError(f"{p}: its {n} frames span no time (a zero-duration stream); re-encode it with fresh "
                        f"timestamps, e.g. `ffmpeg -fflags +genpts -i {p} -c:v libx264 -vsync cfr fixed.mp4`")
@@ -211,7 +210,7 @@ def probe_video(path: str | Path, deinterlace: str = "auto") -> VideoInfo:
         path=str(p), n_frames=n, fps=fps, duration_s=decoded_end - float(times[0]), width=int(width),
         height=int(height), coded_width=coded_w, coded_height=coded_h, rotation=rotation,
         sample_aspect_ratio=sar, codec=codec, start_s=float(times[0]), declared_frames=declared_frames,
-        declared_duration_s=declared_duration, partial=bool(partial), timestamps_from=source,
+        declared_duration_s=declared_duration, partial=bool(partial), timestamps_from="container",
         times=times, end_times=end_times, stream_index=stream_index, interlaced=interlaced,
         field_order=field_order if interlaced else "progressive", deinterlaced=deinterlaced, corrections=corrections,
     )
@@ -238,30 +237,124 @@ def iter_frames(path: str | Path, batch_frames: int = 64, start_frame: int = 0, 
 
 def _decode_batches(path: str | Path, info: VideoInfo, start: int, end: int, batch_frames: int,
                     num_threads: int) -> Iterator[FrameBatch]:
-    import decord
+    """Frames [start, end) in batches, each frame the picture whose timestamp is that index's (see _exact_frames).
 
-    reader = None
-    for s in range(start, end, batch_frames):
-        indices = np.arange(s, min(end, s + batch_frames), dtype=np.int64)
-        if reader is None:
-            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
+    Decoding runs with the decoder's threads; a threaded decoder reports a corrupt packet some frames after it
+    (at a frame that varies with timing), so on an error the batch is decoded again without threads: that
+    stops at the same frame every time, and DecodeError names it.
+    """
+    import av
+
+    frames = _exact_frames(path, info, start, end, num_threads)
+    position = start
+    while position < end:
+        count = min(batch_frames, end - position)
+        pictures = np.empty((count, info.coded_height, info.coded_width, 3), np.uint8)
         try:
-            frames = reader.get_batch(indices.tolist()).asnumpy()
-            turned = _decord_turned(frames, info)
-        except (decord.DECORDError, RuntimeError) as e:
-            # decord's decoding thread reports an error some frames after the packet that caused it (at a
-            # different frame from run to run), so the batch is decoded again by PyAV, synchronously: it
-            # stops at the same frame every time. A fresh decord reader takes the next batch.
-            reader = None
-            frames, cause = _decode_with_pyav(path, info, indices)
-            turned = False
-            if len(frames) < len(indices):
-                if len(frames):
-                    kept = indices[:len(frames)]
-                    yield FrameBatch(_to_display(frames, info, turned), kept, info.times[kept], info.end_times[kept])
-                raise DecodeError(path, int(s) + len(frames), info.n_frames, cause or _decord_message(e)) from None
-        yield FrameBatch(_to_display(frames, info, turned), indices, info.times[indices], info.end_times[indices])
-        del frames  # free this batch before the next is decoded: one batch in memory at a time
+            for k in range(count):
+                pictures[k] = next(frames)
+        except (av.error.FFmpegError, _DecoderStopped) as e:
+            frames.close()
+            cause = _error_text(e)
+            kept = 0
+            try:
+                for kept, picture in enumerate(_exact_frames(path, info, position, position + count, 1), start=1):
+                    pictures[kept - 1] = picture
+            except (av.error.FFmpegError, _DecoderStopped) as again:
+                cause = _error_text(again)
+            else:
+                kept = count
+            if kept < count:
+                if kept:
+                    yield _batch(pictures[:kept], info, position)
+                raise DecodeError(path, position + kept, info.n_frames, cause) from None
+            # The threaded decoder failed where the synchronous one did not: go on from the next batch.
+            frames = _exact_frames(path, info, position + count, end, num_threads)
+        yield _batch(pictures, info, position)
+        del pictures  # free this batch before the next is decoded: one batch in memory at a time
+        position += count
+
+
+def _batch(pictures: np.ndarray, info: VideoInfo, first: int) -> FrameBatch:
+    indices = np.arange(first, first + len(pictures), dtype=np.int64)
+    return FrameBatch(_to_display(pictures, info, turned=False), indices, info.times[indices], info.end_times[indices])
+
+
+class _DecoderStopped(Exception):
+    """The decoder ended its output before the frames asked for (no FFmpeg error)."""
+
+
+def _error_text(error: Exception) -> str:
+    strerror = getattr(error, "strerror", None)
+    return f"{error.__class__.__name__}: {strerror}" if strerror else str(error) or error.__class__.__name__
+
+
+def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_threads: int) -> Iterator[np.ndarray]:
+    """The pictures of frames start, start+1, ..., end-1 as stored (BGR, coded size, not turned), each found by
+    its presentation timestamp in `info.times`, never by counting after a seek.
+
+    Random access is a seek to the keyframe before the first wanted frame, then decoding forward and dropping
+    frames until the first wanted timestamp. If the seek lands after that frame (a container indexed by decode
+    time, a keyframe whose leading pictures come before it), it seeks again further back, up to the file's start.
+    A picture the decoder never outputs (a damaged packet it skips) is given the picture shown before it, as a
+    player holds it. Raises av's FFmpegError where decoding fails, _DecoderStopped if the stream ends early.
+    """
+    import av
+
+    if start >= end:
+        return
+    times = info.times
+    n = len(times)
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    # Half the shortest frame interval: a decoded frame's time matches its index's within it.
+    tolerance = 0.5 * float(steps.min()) if len(steps) else 1e-3
+    width, height = info.coded_width, info.coded_height
+    margin = 0.0
+    while True:
+        with av.open(str(path)) as container:
+            stream = container.streams[info.stream_index]
+            stream.thread_type = "NONE" if num_threads == 1 else "AUTO"
+            stream.codec_context.thread_count = max(0, int(num_threads))
+            time_base = float(stream.time_base)
+            seek_to = float(times[start]) - margin
+            if start > 0 and seek_to > float(times[0]):
+                container.seek(int(np.floor(seek_to / time_base)), stream=stream, backward=True)
+            wanted = start  # the next frame index to deliver
+            held = None     # the last picture decoded (given to frames the decoder skips)
+            landed = False
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    index = wanted
+                else:
+                    t = frame.pts * time_base
+                    if wanted < n and abs(times[wanted] - t) <= tolerance:
+                        index = wanted
+                    else:
+                        index = int(np.searchsorted(times, t - tolerance))
+                        if index >= n or abs(times[index] - t) > tolerance:
+                            continue  # a picture with no packet timestamp of its own: not a frame of the index
+                if not landed:
+                    landed = True
+                    if index > start and seek_to > float(times[0]):
+                        break  # the seek went past the first wanted frame: seek again, further back
+                if index < wanted:
+                    continue
+                picture = frame.to_ndarray(format="bgr24", width=width, height=height)
+                while wanted < min(index, end):  # frames the decoder skipped: hold the last picture
+                    yield held if held is not None else picture
+                    wanted += 1
+                if wanted >= end:
+                    return
+                held = picture
+                yield picture
+                wanted += 1
+                if wanted >= end:
+                    return
+            else:
+                if landed or start == 0 or seek_to <= float(times[0]):
+                    raise _DecoderStopped(f"the decoder delivered no picture for frame {wanted} and after")
+        margin = max(2.0, 4 * margin)
 
 
 @functools.lru_cache(maxsize=1)
@@ -286,47 +379,6 @@ def _return_freed_memory() -> None:
         trim(0)
 
 
-def _decode_with_pyav(path: str | Path, info: VideoInfo, indices: np.ndarray) -> tuple[np.ndarray, str]:
-    """Frames `indices` (consecutive) as stored (RGB, not turned), decoded by PyAV without threads up to the first
-    that fails; and that failure's message ("" if none failed)."""
-    import av
-
-    frames: list[np.ndarray] = []
-    cause = ""
-    first = int(indices[0])
-    # Half the shortest frame interval: a decoded frame's time matches the first wanted frame's within it.
-    tolerance = 0.5 * float(np.min(np.diff(info.times))) if info.n_frames > 1 else 1e-3
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams[info.stream_index]
-            stream.thread_type = "NONE"
-            if first > 0:
-                container.seek(int(info.times[first] / stream.time_base), stream=stream, backward=True)
-            position = None  # index of the next decoded frame once the first wanted one is found
-            for frame in container.decode(stream):
-                if position is None:
-                    if frame.time is None or frame.time < info.times[first] - tolerance:
-                        continue
-                    if frame.time > info.times[first] + tolerance:
-                        return np.zeros((0,), np.uint8), f"frame {first} is missing from the decoded stream"
-                    position = first
-                frames.append(frame.to_ndarray(format="rgb24"))
-                position += 1
-                if position > int(indices[-1]):
-                    break
-    except av.error.FFmpegError as e:
-        cause = f"{e.__class__.__name__}: {e.strerror}"
-    return (np.stack(frames) if frames else np.zeros((0,), np.uint8)), cause
-
-
-def _decord_turned(frames: np.ndarray, info: VideoInfo) -> bool:
-    """Whether decord applied the display-matrix rotation to these frames (decord 0.6 does: tests check it).
-    A quarter turn shows in the shape; a half turn (and a square picture) cannot be told, so trust decord."""
-    if info.rotation in (90, 270) and info.coded_height != info.coded_width:
-        return frames.shape[1:3] != (info.coded_height, info.coded_width)
-    return True
-
-
 def deinterlace(frames: np.ndarray, top_field_first: bool = True) -> np.ndarray:
     """Field interpolation of woven frames [n, H, W, C] (rows as stored): keep the field shown first, rebuild
     each line of the other as the mean of its neighbours above and below. In place; returns `frames`."""
@@ -344,11 +396,12 @@ def deinterlace(frames: np.ndarray, top_field_first: bool = True) -> np.ndarray:
     return frames
 
 
-def _to_display(frames: np.ndarray, info: VideoInfo, turned: bool) -> np.ndarray:
-    """Decoded RGB frames -> BGR, progressive, upright, square pixels (in place where the size does not change).
-    `turned`: the decoder already applied the rotation."""
-    for f in frames:
-        cv2.cvtColor(f, cv2.COLOR_RGB2BGR, dst=f)
+def _to_display(frames: np.ndarray, info: VideoInfo, turned: bool, rgb: bool = False) -> np.ndarray:
+    """Decoded BGR frames (RGB if `rgb`) -> BGR, progressive, upright, square pixels (in place where the size
+    does not change). `turned`: the decoder already applied the rotation (PyAV does not)."""
+    if rgb:
+        for f in frames:
+            cv2.cvtColor(f, cv2.COLOR_RGB2BGR, dst=f)
     k = info.rotation // 90
     if info.deinterlaced:
         if turned and k:
@@ -403,8 +456,10 @@ def _packet_times(container, stream) -> tuple[array, int, bool]:
     try:
         for packet in container.demux(stream):
             stamp = packet.pts if packet.pts is not None else packet.dts
-            if stamp is None or packet.size == 0:
-                continue  # the flush packet, or a packet with no time at all
+            if stamp is None or packet.size == 0 or packet.is_discard:
+                # The flush packet, a packet with no time at all, or one the container's edit list puts before
+                # the start of the presentation (decoded for reference, never shown: FFmpeg drops its picture).
+                continue
             stamp = int(stamp)
             pts.append(stamp)
             if last_pts is None or stamp >= last_pts:  # the duration of the packet shown last
@@ -414,34 +469,22 @@ def _packet_times(container, stream) -> tuple[array, int, bool]:
     return pts, last_duration, error
 
 
-def _frame_times(reader, pts: array, last_duration: int, time_base: Fraction,
-                 fps: float) -> tuple[np.ndarray, np.ndarray, str]:
-    """Per-frame start and end times in seconds, from the container's packet pts sorted into display order.
+def _frame_times(pts: array, last_duration: int, time_base: Fraction,
+                 fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame start and end times in seconds: the container's packet pts sorted into display order.
 
-    decord orders frames by pts too, so the i-th sorted pts is the i-th frame decord returns. decord's own
-    timestamps are not used while the counts agree: they are rounded to 0.1 ms and measured from the first
-    packet's dts, so B-frame files come out shifted by a frame. If the counts disagree (packets decord
-    skipped), fall back to decord's timestamps rather than misalign times and frames.
+    The decoder puts pictures out in pts order, so the i-th sorted pts is frame i; `_exact_frames` finds each
+    decoded picture's index by its own pts in these times, so a seek can never shift frames against times.
     """
-    n = len(reader)
-    ticks = np.sort(np.frombuffer(pts, dtype=np.int64)) if len(pts) else np.zeros(0, np.int64)
-    if len(ticks) == n and (n < 2 or np.all(np.diff(ticks) > 0)):
-        tb = float(time_base)
-        times = ticks.astype(np.float64) * tb
-        step = last_duration * tb if last_duration > 0 else (1.0 / fps if fps > 0 else 0.0)
-        end_times = np.append(times[1:], times[-1] + step)
-        return times, end_times, "container"
-    stamps = np.asarray(reader.get_frame_timestamp(list(range(n))), dtype=np.float64)
-    return stamps[:, 0].copy(), stamps[:, 1].copy(), "decord"
+    ticks = np.sort(np.frombuffer(pts, dtype=np.int64))
+    tb = float(time_base)
+    times = ticks.astype(np.float64) * tb
+    step = last_duration * tb if last_duration > 0 else (1.0 / fps if fps > 0 else 0.0)
+    end_times = np.append(times[1:], times[-1] + step)
+    return times, end_times
 
 
 def _ratio_text(value: float) -> str:
     """A pixel aspect ratio as the fraction it was stored as, e.g. 64:45."""
     ratio = Fraction(value).limit_denominator(1000)
     return f"{ratio.numerator}:{ratio.denominator}"
-
-
-def _decord_message(error: Exception) -> str:
-    """decord's error text without its '[hh:mm:ss] /source/file.cc:123:' prefixes."""
-    text = re.sub(r"\[[\d:]+\] \S+:\d+: ", "", str(error)).strip()
-    return text[:200] or type(error).__name__
