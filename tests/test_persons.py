@@ -473,3 +473,35 @@ def test_persons_page_in_headless_chromium(tmp_path):
     assert not any(f["named"] for f in facts[1:])
     assert all(f["visible"] and f["images"] >= 1 and f["loaded"] for f in facts), facts
     assert sum(f["images"] for f in facts) == 11                            # one per cluster, all six persons
+
+
+# ----- search by photo, answered with persons (the real Hamilton clip) ----------------------------------------------
+
+def test_search_answers_with_persons_on_real_footage(tmp_path_factory, tmp_path, capsys):
+    from tests.test_report import HAMILTON, SHARED, clustered_hamilton
+    from vcn.search import search_persons
+
+    if not HAMILTON.is_file():
+        pytest.skip(f"shared data not found at {HAMILTON} (the repo's sibling ../shared)")
+    clip = clustered_hamilton(tmp_path_factory)
+    # The clip twice, as two videos of an archive: every person of one is in the other.
+    for vid in ("clip_a", "clip_b"):
+        import shutil
+
+        shutil.copytree(clip, tmp_path / vid)
+        summary = json.loads((tmp_path / vid / "summary.json").read_text())
+        (tmp_path / vid / "summary.json").write_text(json.dumps({**summary, "video_id": vid}))
+    report = update_index(tmp_path)
+    state = load_persons(str(tmp_path))
+    n_clusters = state.clusters.num_rows // 2
+    assert report.threshold["distance"] is not None
+    assert state.persons.num_rows == n_clusters                             # each cluster met its twin
+    assert all(r["n_videos"] == 2 for r in state.persons.to_pylist())
+    photo = SHARED / "data" / "videos" / "lin-manuel-miranda.png"
+    persons, _ = search_persons(photo, tmp_path, top=3)
+    best = persons[0]
+    assert {c.video_id for c in best.clusters} == {"clip_a", "clip_b"} and best.score > 0.6
+    name_person(str(tmp_path), best.person_id, "Lin-Manuel Miranda")
+    assert cli(["search", str(photo), "--index", str(tmp_path), "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "answers by person" in out and "Lin-Manuel Miranda" in out and "clip_a" in out and "clip_b" in out

@@ -15,6 +15,7 @@ import numpy as np
 # Below this many index rows the exact search costs less than building a vector index.
 EXACT_LIMIT = 50_000
 BLOCK = 2048
+EXACT_CELLS = 32_000_000      # similarities held at once by the exact search (128 MB of float32)
 
 
 def exact_neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray,
@@ -27,14 +28,15 @@ def exact_neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndar
     if q == 0 or len(base) == 0 or k == 0:
         return rows, sims
     kk = min(k, len(base))
-    for s in range(0, q, BLOCK):
-        block = queries[s:s + BLOCK] @ base.T
-        block[query_video[s:s + BLOCK, None] == base_video[None, :]] = -np.inf
+    step = max(1, min(BLOCK, EXACT_CELLS // len(base)))     # bounded memory: a block is step x len(base)
+    for s in range(0, q, step):
+        block = queries[s:s + step] @ base.T
+        block[query_video[s:s + step, None] == base_video[None, :]] = -np.inf
         top = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
         top_sims = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
-        rows[s:s + BLOCK, :kk] = np.take_along_axis(top, order, axis=1)
-        sims[s:s + BLOCK, :kk] = np.take_along_axis(top_sims, order, axis=1)
+        rows[s:s + step, :kk] = np.take_along_axis(top, order, axis=1)
+        sims[s:s + step, :kk] = np.take_along_axis(top_sims, order, axis=1)
     rows[~np.isfinite(sims)] = -1
     return rows, sims
 

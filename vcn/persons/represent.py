@@ -19,9 +19,7 @@ import pyarrow.parquet as pq
 
 from vcn.errors import VcnError
 from vcn.report.data import list_column_matrix, track_seconds
-
-FINETUNED_SUFFIX = "+finetuned"
-
+from vcn.search import _base_model
 
 def unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
@@ -46,14 +44,6 @@ class VideoClusters:
         return len(self.cluster_id)
 
 
-def base_model(names: list[str], where: str) -> str | None:
-    base = sorted({n for n in names if not n.endswith(FINETUNED_SUFFIX)})
-    if len(base) > 1:
-        raise VcnError(f"{where} holds embeddings of several base models ({', '.join(base)}); "
-                       "re-run the video with one backbone")
-    return base[0] if base else None
-
-
 def cluster_representatives(video_dir: str | Path, video_id: str | None = None) -> VideoClusters:
     """Read clusters, base embeddings and tracks of one `vcn run` output folder (all stages done)."""
     video_dir = Path(video_dir)
@@ -65,7 +55,7 @@ def cluster_representatives(video_dir: str | Path, video_id: str | None = None) 
     video_id = video_id or str(summary.get("video_id") or video_dir.name)
     fps = float((summary.get("video_info") or {}).get("fps") or 0.0)
     file = video_dir / "embeddings.parquet"
-    model = base_model(pc.unique(pq.read_table(file, columns=["model"]).column("model")).to_pylist(), str(file))
+    model = _base_model(pc.unique(pq.read_table(file, columns=["model"]).column("model")).to_pylist(), str(file))
     clusters = pq.read_table(video_dir / "clusters.parquet", columns=["track_id", "cluster_id"])
     tracks = pq.read_table(video_dir / "tracks.parquet", columns=["track_id", "shot_id", "start_frame",
                                                                    "end_frame", "start_s", "end_s"])
