@@ -46,16 +46,19 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
                info=None) -> ScanResult:
     """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector."""
     from vcn.models import load_detector
-    from vcn.video.decode import DecodeError, iter_frames
+    from vcn.video.decode import DecodeError, iter_frames, prefetch
     from vcn.video.shots import ShotDetector
 
     detector = detector or load_detector(cfg.detect.model, cfg.detect)
     shots = ShotDetector(cfg.shots)
+    # "decode": time spent waiting for decoded frames (with the decode thread, what decoding did not hide).
     seconds = {"decode": 0.0, "shots": 0.0, "detect": 0.0}
     columns: dict[str, list] = {k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}
     times: list[np.ndarray] = []
     decode_error = None
-    batches = iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame, info=info)
+    # A decode thread keeps up to decode.prefetch_batches batches ready while the detector works.
+    batches = prefetch(iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame,
+                                   info=info), cfg.decode.prefetch_batches)
     t0 = time.perf_counter()
     while True:
         try:
@@ -203,7 +206,7 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
 
     from vcn.faces.align import align_face
     from vcn.faces.quality import blur_variance, passes_gate
-    from vcn.video.decode import iter_frames
+    from vcn.video.decode import read_frames
 
     if len(picks) == 0:
         return empty_table("crops")
@@ -214,12 +217,11 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     images: list[bytes] = [b""] * len(picks)
     blur = np.zeros(len(picks), np.float32)
     ext = "." + cfg.sample.image_format.lower().lstrip(".")
-    # Decode only the span that holds sampled frames; batches without one are skipped after decoding.
-    for batch in iter_frames(path, cfg.decode.batch_frames, start_frame=int(frames[0]),
-                             end_frame=int(frames[-1]) + 1, info=info):
-        lo, hi = np.searchsorted(frames, [batch.indices[0], batch.indices[-1] + 1])
+    # One forward pass over the span that holds the sampled frames; only those are converted to pictures.
+    for index, picture in read_frames(path, frames, info):
+        lo, hi = np.searchsorted(frames, [index, index + 1])
         for k in range(lo, hi):
-            crop = align_face(batch.frames[int(frames[k] - batch.indices[0])], landmarks[k], cfg.sample.crop_size)
+            crop = align_face(picture, landmarks[k], cfg.sample.crop_size)
             blur[k] = blur_variance(crop)
             ok, buf = cv2.imencode(ext, crop)
             if not ok:

@@ -252,14 +252,14 @@ def _decode_batches(path: str | Path, info: VideoInfo, start: int, end: int, bat
         pictures = np.empty((count, info.coded_height, info.coded_width, 3), np.uint8)
         try:
             for k in range(count):
-                pictures[k] = next(frames)
+                pictures[k] = _picture(next(frames), info)
         except (av.error.FFmpegError, _DecoderStopped) as e:
             frames.close()
             cause = _error_text(e)
             kept = 0
             try:
-                for kept, picture in enumerate(_exact_frames(path, info, position, position + count, 1), start=1):
-                    pictures[kept - 1] = picture
+                for kept, frame in enumerate(_exact_frames(path, info, position, position + count, 1), start=1):
+                    pictures[kept - 1] = _picture(frame, info)
             except (av.error.FFmpegError, _DecoderStopped) as again:
                 cause = _error_text(again)
             else:
@@ -289,9 +289,9 @@ def _error_text(error: Exception) -> str:
     return f"{error.__class__.__name__}: {strerror}" if strerror else str(error) or error.__class__.__name__
 
 
-def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_threads: int) -> Iterator[np.ndarray]:
-    """The pictures of frames start, start+1, ..., end-1 as stored (BGR, coded size, not turned), each found by
-    its presentation timestamp in `info.times`, never by counting after a seek.
+def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_threads: int) -> Iterator[Any]:
+    """The decoded pictures (av.VideoFrame, as stored) of frames start, start+1, ..., end-1, each found by its
+    presentation timestamp in `info.times`, never by counting after a seek; `_picture` converts one.
 
     Random access is a seek to the keyframe before the first wanted frame, then decoding forward and dropping
     frames until the first wanted timestamp. If the seek lands after that frame (a container indexed by decode
@@ -309,7 +309,6 @@ def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_t
     steps = steps[steps > 0]
     # Half the shortest frame interval: a decoded frame's time matches its index's within it.
     tolerance = 0.5 * float(steps.min()) if len(steps) else 1e-3
-    width, height = info.coded_width, info.coded_height
     margin = 0.0
     while True:
         with av.open(str(path)) as container:
@@ -318,11 +317,12 @@ def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_t
             stream.codec_context.thread_count = max(0, int(num_threads))
             time_base = float(stream.time_base)
             seek_to = float(times[start]) - margin
-            if start > 0 and seek_to > float(times[0]):
+            seeking = start > 0 and seek_to > float(times[0])
+            if seeking:
                 container.seek(int(np.floor(seek_to / time_base)), stream=stream, backward=True)
             wanted = start  # the next frame index to deliver
             held = None     # the last picture decoded (given to frames the decoder skips)
-            landed = False
+            landed = False  # a picture with an index came out after the seek
             for frame in container.decode(stream):
                 if frame.pts is None:
                     index = wanted
@@ -336,25 +336,113 @@ def _exact_frames(path: str | Path, info: VideoInfo, start: int, end: int, num_t
                             continue  # a picture with no packet timestamp of its own: not a frame of the index
                 if not landed:
                     landed = True
-                    if index > start and seek_to > float(times[0]):
+                    if seeking and index > start:
                         break  # the seek went past the first wanted frame: seek again, further back
                 if index < wanted:
                     continue
-                picture = frame.to_ndarray(format="bgr24", width=width, height=height)
                 while wanted < min(index, end):  # frames the decoder skipped: hold the last picture
-                    yield held if held is not None else picture
+                    yield held if held is not None else frame
+                    wanted += 1
+                held = frame
+                if wanted < end:
+                    yield frame
                     wanted += 1
                 if wanted >= end:
                     return
-                held = picture
-                yield picture
-                wanted += 1
-                if wanted >= end:
-                    return
             else:
-                if landed or start == 0 or seek_to <= float(times[0]):
+                if landed or not seeking:
                     raise _DecoderStopped(f"the decoder delivered no picture for frame {wanted} and after")
         margin = max(2.0, 4 * margin)
+
+
+def _picture(frame, info: VideoInfo) -> np.ndarray:
+    """A decoded picture as stored: BGR uint8 at the coded size (a stream that changes size mid-way is scaled)."""
+    return frame.to_ndarray(format="bgr24", width=info.coded_width, height=info.coded_height)
+
+
+def read_frames(path: str | Path, indices, info: VideoInfo, num_threads: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, display frame) for each of the sorted frame `indices`, decoded in one forward pass from the first:
+    frames between them are decoded (the codec needs them) but not converted, which halves the cost when a
+    shot's crops want one frame in twelve. Raises DecodeError where decoding fails."""
+    import av
+
+    indices = np.unique(np.asarray(indices, np.int64))
+    if len(indices) == 0:
+        return
+    first, last = int(indices[0]), int(indices[-1])
+    keep = set(indices.tolist())
+    position = first
+    try:
+        for frame in _exact_frames(path, info, first, last + 1, num_threads):
+            if position in keep:
+                picture = _picture(frame, info)[None]
+                yield position, _to_display(picture, info, turned=False)[0]
+            position += 1
+    except (av.error.FFmpegError, _DecoderStopped) as e:
+        raise DecodeError(path, position, info.n_frames, _error_text(e)) from None
+    finally:
+        _return_freed_memory()
+
+
+def prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Iterate `items` in a background thread, at most `depth` items ahead of the consumer (0 = no thread).
+
+    Decoding (FFmpeg, with the GIL released) then overlaps with whatever the consumer does with the previous
+    batch (detection). Memory: the consumer's item, `depth` queued and one being made. An exception raised by
+    `items` (DecodeError) reaches the consumer after every item before it; closing this generator stops the
+    thread.
+    """
+    import queue
+    import threading
+
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put((done, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=work, name="vcn-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+            del item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 @functools.lru_cache(maxsize=1)
