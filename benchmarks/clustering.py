@@ -1,25 +1,28 @@
-"""Clustering accuracy of vcn against the usual alternatives on real faces, and the cost of Algorithm 1's pair means.
+"""Clustering accuracy of vcn against the usual alternatives on real footage and rendered episodes, and the cost
+of Algorithm 1's pair means.
 
-    python benchmarks/clustering.py --out out/bench_clustering [--json benchmarks/results/clustering.json]
-        [--videos NAME,...] [--no-oracle] [--timing-only] [--brute-max 1000]
+    python benchmarks/clustering.py --out work/ [--json benchmarks/results/clustering.json] [--videos NAME,...]
+        [--timing-only] [--brute-max 1000]
 
-Videos: episodes rendered from the shared face photos (benchmarks/episodes.py; 'photo' episodes show every
-appearance in a new photo, 'scene' episodes keep one photo per person within a scene of several shots, as TV
-does) and the Hamilton clip with this repository's ground truth (benchmarks/data/hamilton_truth.csv: boxes of
-the 8 tracks a person can name, identities checked by eye; background faces too dark to name are left out).
+Videos (default: all): the labelled real clips of ../shared/data/truth/ (by-eye identities on TV, film and web
+footage: a sitcom, a golf promo in two cuts, a 30-shot campaign, Friends, Mary Poppins, an interview), the Hamilton
+clip with this repository's truth (benchmarks/data/hamilton_truth.csv) and four episodes rendered from the shared
+face photos (benchmarks/episodes.py: 'photo' = every appearance a new photo, 'scene' = one look per scene).
 
-Per video, stage 1 runs once and stage 2 once; every method clusters the same gated tracks:
-  vcn                 the full method: finetuning rounds with coarse matching, Algorithm 1 with the loss
-  vcn_cannot_link     the same finetuned model, Algorithm 1 never merging two tracks that share a frame
-  vcn_cosine          the same finetuned model, Algorithm 1 with cosine instead of the loss (paper ablation)
-  vcn_no_finetune     Algorithm 1 with the loss of the untrained head on the pretrained backbone
-  hac_base / hac_finetuned, dbscan_base / dbscan_finetuned, finch_base / finetuned: on mean track embeddings
-  vcn_first_neighbour the full method with match.method=first_neighbour (each track paired with its nearest
-                      track between rounds instead of the Gaussian rule; a second finetune)
-  vcn_oracle_matching a third finetune whose rounds pair tracks of the same TRUE identity instead of the
-                      coarse matches (a diagnostic ceiling, not a method: it reads the ground truth)
-Scores come from vcn.evaluate.evaluate_tables (Unknown tracks count as singletons; unknown_share beside WCP).
-The coarse matches found between rounds are scored against the truth too (pairs of tracks, same person or not).
+Per video, stage 1 runs once (defaults); every method clusters its tracks:
+  vcn                  the default configuration (`vcn run`): finetuning, Algorithm 1 with the loss
+  vcn_paper            `--preset paper`: the paper's configuration as first implemented (its own finetune)
+  vcn_no_finetune      Algorithm 1 with the loss of the untrained head on the pretrained backbone
+  vcn_<rule>[_cl]      on the default finetune: Algorithm 1 with merge rule both / either, _cl with cannot-link
+  vcn_cosine           on the default finetune: Algorithm 1 with cosine instead of the loss (paper ablation)
+  hac_<t>              HAC (average linkage, cosine) at threshold t on the base model's mean track embeddings
+  hac_best_per_video   HAC at this video's own best threshold (the ceiling a user who tunes per video reaches)
+  hac_finetuned_best   HAC at this video's best threshold on the finetuned embeddings
+  dbscan, finch        the other baselines on the base model
+Across videos: the single HAC threshold with the highest mean BCubed F over all videos (chosen once for all).
+Per video also: the same-vs-different-person AUC of track means (base and finetuned), stage-2 seconds, and the
+coarse matches found between rounds scored against the truth. Scores come from vcn.evaluate.evaluate_tables
+(Unknown tracks count as singletons; unknown_share beside WCP). The truth is read only to score.
 
 Timing: the mean loss between every pair of clusters (Algorithm 1's Sim) from per-cluster mean vectors (one
 matrix product) against enumerating all crop pairs, at 100, 1,000 and 10,000 tracks of random data.
@@ -45,13 +48,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from episodes import render_episode  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs  # noqa: E402
+from vcn.clustering import cluster_pair_losses, cooccurring_pairs, mean_track_embeddings  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 HAMILTON_TRUTH = ROOT / "benchmarks" / "data" / "hamilton_truth.csv"
+# Labelled real clips: ../shared/data/truth/<name>.truth.csv beside ../shared/data/videos/real/<name>.mp4.
+REAL = ("simplefr_Video_2", "azvi_hyland2", "azvi_testhyland", "veeresh_sweden", "azvi_friends", "dvt_poppins",
+        "dvx_blackjournal")
 # name -> (faces folder, seed, people (None = all), shots, shots per scene)
 # Scene episodes have more scenes than people, so people come back in other scenes in other photos.
 EPISODES = {
@@ -60,6 +66,7 @@ EPISODES = {
     "lfw150_photo": ("lfw150", 0, 30, 30, 1),
     "lfw150_scene": ("lfw150", 1, 16, 48, 3),
 }
+HAC_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 SCORES = ("n_tracks", "n_identities", "n_clusters", "unknown_share", "wcp", "pcr", "nmi", "bcubed_precision",
           "bcubed_recall", "bcubed_f")
 
@@ -68,6 +75,8 @@ def prepare_video(name: str, work: Path) -> tuple[Path, Path]:
     """(video file, truth table) for a benchmark video, rendering an episode if it is not there yet."""
     if name == "hamilton":
         return SHARED / "videos" / "short_hamilton_clip.mp4", HAMILTON_TRUTH
+    if name in REAL:
+        return SHARED / "videos" / "real" / f"{name}.mp4", SHARED / "truth" / f"{name}.truth.csv"
     faces, seed, people, shots, per_scene = EPISODES[name]
     folder = work / "episodes" / name
     if not (folder / "episode.mp4").is_file():
@@ -86,16 +95,27 @@ def match_quality(matches: dict[int, list[int]], identity_of: dict[int, str]) ->
             "wrong_links": len(linked - same)}
 
 
-def oracle_matcher(identity_of: dict[int, str]):
-    """Matches every track with the other tracks of its true identity (diagnostic only)."""
-    def match(_emb: np.ndarray, track_of_crop: np.ndarray) -> dict[int, list[int]]:
-        ids = [int(t) for t in np.unique(track_of_crop)]
-        return {a: [b for b in ids if b != a and identity_of.get(a) and identity_of.get(a) == identity_of.get(b)]
-                for a in ids}
-    return match
+def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_of: dict[int, str]) -> float | None:
+    """Probability that a same-person pair of labelled tracks has a higher cosine similarity of its track means
+    than a different-person pair (ties count half): how well the embedding orders identities, before any rule."""
+    ids, means = mean_track_embeddings(embeddings, track_of_crop)
+    keep = [i for i, t in enumerate(ids.tolist()) if identity_of.get(t)]
+    if len(keep) < 2:
+        return None
+    unit = means[keep] / np.linalg.norm(means[keep], axis=1, keepdims=True)
+    who = np.array([identity_of[int(ids[i])] for i in keep])
+    sim = unit @ unit.T
+    upper = np.triu_indices(len(keep), 1)
+    same = who[upper[0]] == who[upper[1]]
+    pos, neg = sim[upper][same], sim[upper][~same]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
 
 
-def evaluate_video(name: str, work: Path, backbone, oracle: bool) -> dict:
+def evaluate_video(name: str, work: Path, backbone) -> dict:
     from vcn.pipeline import _co_occurring_frames, run_video
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_video
 
@@ -112,60 +132,81 @@ def evaluate_video(name: str, work: Path, backbone, oracle: bool) -> dict:
         r = evaluate_tables(tables["tracks"], tables["detections"], clusters, truth)
         return {k: r[k] for k in SCORES}
 
-    cfg = RunConfig()
+    def with_cluster(cfg: RunConfig, **values) -> RunConfig:
+        return dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, **values))
+
+    cfg, paper = RunConfig(), RunConfig.load(None, preset="paper")
     row: dict = {"video": str(video), "truth": str(truth_path), "stage1_s": round(stage1_s, 1),
-                 "crops_clustered": 0, "methods": {}, "seconds": {}}
+                 "stage1_seconds": json.loads((run.path / "summary.json").read_text()).get("seconds", {}),
+                 "methods": {}, "seconds": {}}
+    m = row["methods"]
+    frames = _co_occurring_frames(tables["detections"])
+    linked = cooccurring_pairs(frames)
+
+    def constraints(c: RunConfig) -> set[tuple[int, int]]:
+        return linked if c.cluster.cannot_link else set()
+
     t0 = time.perf_counter()
-    ft = finetune_video(tables["crops"], backbone, cfg)
-    row["seconds"]["finetune_full_method"] = round(time.perf_counter() - t0, 1)
+    ft = finetune_video(tables["crops"], backbone, cfg, constraints(cfg))
+    m["vcn"] = score(cluster_finetuned(ft, cfg, name, constraints(cfg)))
+    row["seconds"]["stage2_default"] = round(time.perf_counter() - t0, 1)
     row["stage2_timings"] = {k: round(v, 2) for k, v in ft.timings.items()}
     row["crops_clustered"] = int(ft.prep.clusterable.sum())
-    row["coarse_matches_per_round"] = [match_quality(m, identity_of) for m in ft.matches]
-    linked_frames = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
-    base = dataclasses.replace(ft, tuned=ft.prep.base)
+    row["coarse_matches_per_round"] = [match_quality(x, identity_of) for x in ft.matches]
+    for rule in ("both", "either"):
+        m[f"vcn_{rule}"] = score(cluster_finetuned(ft, with_cluster(cfg, merge_rule=rule), name))
+        m[f"vcn_{rule}_cl"] = score(cluster_finetuned(ft, with_cluster(cfg, merge_rule=rule), name, linked))
+    m["vcn_cosine"] = score(cluster_finetuned(ft, with_cluster(cfg, metric="cosine"), name, constraints(cfg)))
 
-    def method_cfg(method: str, metric: str = "loss") -> RunConfig:
-        return dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, method=method, metric=metric))
-
-    m = row["methods"]
-    m["vcn"] = score(cluster_finetuned(ft, cfg, name))
-    m["vcn_cannot_link"] = score(cluster_finetuned(ft, cfg, name, linked_frames))
-    m["vcn_cosine"] = score(cluster_finetuned(ft, method_cfg("vcn", "cosine"), name))
-    m["vcn_no_finetune"] = score(cluster_without_finetuning(tables["crops"], backbone, cfg, name)[0])
-    for method in ("hac", "dbscan", "finch"):
-        m[f"{method}_base"] = score(cluster_finetuned(base, method_cfg(method), name))
-        m[f"{method}_finetuned"] = score(cluster_finetuned(ft, method_cfg(method), name))
-    fn_cfg = dataclasses.replace(cfg, match=dataclasses.replace(cfg.match, method="first_neighbour"))
     t0 = time.perf_counter()
-    ft_fn = finetune_video(tables["crops"], backbone, fn_cfg)
-    row["seconds"]["finetune_first_neighbour"] = round(time.perf_counter() - t0, 1)
-    row["first_neighbour_matches_per_round"] = [match_quality(m, identity_of) for m in ft_fn.matches]
-    m["vcn_first_neighbour"] = score(cluster_finetuned(ft_fn, fn_cfg, name))
-    if oracle:
-        t0 = time.perf_counter()
-        ft_oracle = finetune_video(tables["crops"], backbone, cfg, matcher=oracle_matcher(identity_of))
-        row["seconds"]["finetune_oracle"] = round(time.perf_counter() - t0, 1)
-        m["vcn_oracle_matching"] = score(cluster_finetuned(ft_oracle, cfg, name))
+    ft_paper = finetune_video(tables["crops"], backbone, paper, constraints(paper))
+    m["vcn_paper"] = score(cluster_finetuned(ft_paper, paper, name, constraints(paper)))
+    row["seconds"]["stage2_paper"] = round(time.perf_counter() - t0, 1)
+    m["vcn_no_finetune"] = score(cluster_without_finetuning(
+        tables["crops"], backbone, cfg, name, frames if cfg.cluster.cannot_link else None)[0])
+
+    base = dataclasses.replace(ft, tuned=ft.prep.base)
+    mask = ft.prep.clusterable
+    row["auc_track_means"] = {
+        "base": track_mean_auc(ft.prep.base[mask].numpy(), ft.prep.track_of_crop[mask], identity_of),
+        "finetuned": track_mean_auc(ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask], identity_of),
+        "finetuned_paper": track_mean_auc(ft_paper.tuned[ft_paper.prep.clusterable].numpy(),
+                                          ft_paper.prep.track_of_crop[ft_paper.prep.clusterable], identity_of)}
+    for label, source in (("hac", base), ("hac_finetuned", ft)):
+        sweep = {t: score(cluster_finetuned(source, with_cluster(cfg, method="hac", hac_threshold=t), name))
+                 for t in HAC_THRESHOLDS}
+        best = max(sweep, key=lambda t: (sweep[t]["bcubed_f"], -abs(sweep[t]["pcr"] - 1)))
+        if label == "hac":
+            m.update({f"hac_{t}": r for t, r in sweep.items()})
+            m["hac_best_per_video"] = dict(sweep[best], threshold=best)
+        else:
+            m["hac_finetuned_best"] = dict(sweep[best], threshold=best)
+    m["dbscan"] = score(cluster_finetuned(base, with_cluster(cfg, method="dbscan"), name))
+    m["finch"] = score(cluster_finetuned(base, with_cluster(cfg, method="finch"), name))
     return row
 
 
-def hac_threshold_sweep(name: str, work: Path, backbone, thresholds=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
-    """HAC on the base embeddings at several cosine thresholds: how much the baselines' one number matters.
-    Uses the stage-1 output of an earlier run in `work` (or runs stage 1)."""
-    from vcn.pipeline import run_video
-    from vcn.stage23 import cluster_without_finetuning
-
-    video, truth_path = prepare_video(name, work)
-    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
-    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
-    truth = read_truth(truth_path)
-    out = {}
-    for threshold in thresholds:
-        cfg = RunConfig()
-        cfg.cluster.method, cfg.cluster.hac_threshold = "hac", threshold
-        clusters = cluster_without_finetuning(tables["crops"], backbone, cfg, name)[0]
-        r = evaluate_tables(tables["tracks"], tables["detections"], clusters, truth)
-        out[str(threshold)] = {k: r[k] for k in SCORES}
+def summarise(videos: dict[str, dict]) -> dict:
+    """The HAC threshold chosen once for all videos (best mean BCubed F), and per method the mean scores and how
+    many videos meet the targets (WCP >= 0.97, 0.9 <= PCR <= 1.15, BCubed F >= HAC at the one threshold)."""
+    rows = list(videos.values())
+    mean_f = {t: float(np.mean([r["methods"][f"hac_{t}"]["bcubed_f"] for r in rows])) for t in HAC_THRESHOLDS}
+    chosen = max(mean_f, key=mean_f.get)
+    methods = sorted(set.intersection(*(set(r["methods"]) for r in rows))) if rows else []
+    out = {"hac_threshold_chosen_once": chosen, "hac_mean_bcubed_f_by_threshold": mean_f, "methods": {}}
+    for method in methods:
+        scores = [r["methods"][method] for r in rows]
+        hac_once = [r["methods"][f"hac_{chosen}"]["bcubed_f"] for r in rows]
+        out["methods"][method] = {
+            "mean_wcp": float(np.mean([s["wcp"] for s in scores])),
+            "mean_pcr": float(np.mean([s["pcr"] for s in scores])),
+            "mean_bcubed_f": float(np.mean([s["bcubed_f"] for s in scores])),
+            "mean_unknown_share": float(np.mean([s["unknown_share"] for s in scores])),
+            "videos_wcp_ge_0.97": sum(s["wcp"] >= 0.97 for s in scores),
+            "videos_pcr_0.9_to_1.15": sum(0.9 <= s["pcr"] <= 1.15 for s in scores),
+            "videos_f_ge_hac_chosen_once": sum(s["bcubed_f"] >= h - 1e-9 for s, h in zip(scores, hac_once)),
+            "videos": len(scores),
+        }
     return out
 
 
@@ -236,8 +277,7 @@ def timing(n_tracks: int, crops_per_track: int, k: int, brute_max: int, seed: in
 
 
 def print_table(name: str, row: dict) -> None:
-    print(f"\n{name}: {row['crops_clustered']} crops clustered, coarse matches per round "
-          f"{row['coarse_matches_per_round']}, first-neighbour matches {row['first_neighbour_matches_per_round']}, "
+    print(f"\n{name}: {row['crops_clustered']} crops clustered, AUC of track means {row['auc_track_means']}, "
           f"seconds {row['seconds']}")
     print(f"{'method':22s} {'clusters':>8s} {'ids':>4s} {'unknown':>7s} {'WCP':>6s} {'PCR':>5s} {'NMI':>6s} {'BCubF':>6s}")
     for method, r in row["methods"].items():
@@ -249,11 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="working folder (episodes, stage-1 outputs)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "clustering.json"))
-    parser.add_argument("--videos", default=",".join(["hamilton", *EPISODES]))
-    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle-matching diagnostic finetune")
+    parser.add_argument("--videos", default=",".join([*REAL, "hamilton", *EPISODES]))
     parser.add_argument("--timing-only", action="store_true")
-    parser.add_argument("--hac-sweep", action="store_true",
-                        help="only add HAC at cosine 0.4-0.8 on the base model to the --json file's videos")
     parser.add_argument("--brute-max", type=int, default=1000,
                         help="largest track count also timed by brute force (larger ones are extrapolated)")
     parser.add_argument("--crops-per-track", type=int, default=4)
@@ -267,24 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
                                 f"{torch.get_num_threads()} torch threads",
-                     "command": "python benchmarks/clustering.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    if args.hac_sweep:
-        results = json.loads(Path(args.json).read_text())
-        backbone = load_backbone("sface")
-        for name in args.videos.split(","):
-            sweep = hac_threshold_sweep(name, out, backbone)
-            results.setdefault("videos", {}).setdefault(name, {})["hac_base_threshold_sweep"] = sweep
-            print(name, {t: (r["n_clusters"], round(r["wcp"], 3), round(r["pcr"], 2)) for t, r in sweep.items()})
-        Path(args.json).write_text(to_json(results))
-        return 0
+                     "command": "python benchmarks/clustering.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "config_default": RunConfig().to_dict(),
+                     "config_paper": RunConfig.load(None, preset="paper").to_dict()}
     if not args.timing_only:
         backbone = load_backbone("sface")
         results["videos"] = {}
         for name in args.videos.split(","):
-            results["videos"][name] = evaluate_video(name, out, backbone, not args.no_oracle)
+            video, _ = prepare_video(name, out)
+            if not video.is_file():
+                print(f"{name}: {video} is missing (../shared/data beside the repository?): skipped")
+                continue
+            results["videos"][name] = evaluate_video(name, out, backbone)
+            results["summary"] = summarise(results["videos"])
             print_table(name, results["videos"][name])
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(to_json(results))          # after every video: a long run keeps its parts
+        print(to_json(results.get("summary", {})))
     if (SHARED / "tv_tracks").is_dir():
         results["cannot_link_on_tv_tracks"] = cannot_link_on_tv_tracks()
     rows = [timing(n, args.crops_per_track, args.k, args.brute_max) for n in (100, 1000, 10000)]

@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", required=True,
                    help="a local folder (searched recursively), an s3:// prefix, or a text file of video URIs")
     p.add_argument("--output", required=True, help="a local folder or an s3:// prefix")
+    p.add_argument("--preset", default=None, help="named configuration: default or paper (see vcn run --help)")
     p.add_argument("--config", metavar="FILE.json", help="JSON config with sections as in summary.json's 'config'")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set distributed.frames_per_unit=1500 (repeatable)")
@@ -68,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     from vcn.catalogue import run_catalogue, serial_executor, stages_through
     from vcn.config import RunConfig
 
-    cfg = RunConfig.load(args.config, args.overrides)
+    cfg = RunConfig.load(args.config, args.overrides, args.preset)
     if args.detect_gpus is not None:
         cfg.distributed.detect_gpus = args.detect_gpus
     if args.train_workers is not None:

@@ -55,7 +55,26 @@ def test_match_quality_counts_same_person_links_and_wrong_links(bench):
     assert q == {"same_person_pairs": 3, "same_person_linked": 1, "recall": pytest.approx(1 / 3), "wrong_links": 1}
 
 
-def test_oracle_matcher_pairs_tracks_of_one_identity(bench):
-    match = bench.oracle_matcher({10: "a", 11: "b", 12: "a", 13: None})
-    found = match(np.zeros((4, 2)), np.array([10, 11, 12, 13]))
-    assert found == {10: [12], 11: [], 12: [10], 13: []}
+def test_track_mean_auc_orders_people_and_counts_ties_half(bench):
+    emb = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], float)
+    tracks = np.array([0, 1, 2, 3])
+    assert bench.track_mean_auc(emb, tracks, {0: "a", 1: "a", 2: "b", 3: "b"}) == 1.0
+    # Names swapped across people: the same-person pairs are now the far ones; only the orthogonal
+    # different-person pair (0, 2) is farther, 2 of the 8 (same, different) comparisons.
+    assert bench.track_mean_auc(emb, tracks, {0: "a", 1: "b", 2: "b", 3: "a"}) == 0.25
+    assert bench.track_mean_auc(np.ones((4, 2)), tracks, {0: "a", 1: "a", 2: "b", 3: "b"}) == 0.5
+    assert bench.track_mean_auc(emb, tracks, {0: "a", 1: "b"}) is None      # no same-person pair
+
+
+def test_summary_picks_one_hac_threshold_for_all_videos_and_counts_targets(bench):
+    def s(wcp, pcr, f):
+        return {"wcp": wcp, "pcr": pcr, "bcubed_f": f, "unknown_share": 0.0}
+    hac = {t: s(1, 1, 0.5) for t in bench.HAC_THRESHOLDS}
+    one = {"methods": {**{f"hac_{t}": v for t, v in hac.items()}, "hac_0.5": s(1, 1, 0.9), "vcn": s(0.98, 1.1, 0.95)}}
+    two = {"methods": {**{f"hac_{t}": v for t, v in hac.items()}, "hac_0.5": s(1, 1, 0.8), "hac_0.7": s(1, 1, 0.85),
+                       "vcn": s(0.9, 2.0, 0.6)}}
+    out = bench.summarise({"one": one, "two": two})
+    assert out["hac_threshold_chosen_once"] == 0.5
+    vcn = out["methods"]["vcn"]
+    assert (vcn["videos_wcp_ge_0.97"], vcn["videos_pcr_0.9_to_1.15"], vcn["videos_f_ge_hac_chosen_once"]) == (1, 1, 1)
+    assert vcn["mean_bcubed_f"] == pytest.approx(0.775)

@@ -62,7 +62,8 @@ def test_within_set_loss_is_the_mean_over_distinct_pairs():
     assert within_set_loss(p[:1], l[:1]) == pytest.approx(_s(p, l, 0, 0))
 
 
-def _brute_algorithm1(p, l, track_of_crop, cannot=()):
+def _brute_algorithm1(p, l, track_of_crop, cannot=(), merge_rule="both"):
+    pair_threshold = min if merge_rule == "both" else max
     """Algorithm 1 written out with explicit pair enumeration (no bilinear shortcut, no union-find library)."""
     ids = sorted(set(track_of_crop.tolist()))
     crops = {t: np.flatnonzero(track_of_crop == t) for t in ids}
@@ -95,7 +96,7 @@ def _brute_algorithm1(p, l, track_of_crop, cannot=()):
         thr = [threshold(c) for c in clusters]
         n = len(clusters)
         edges = [(i, j) for i in range(n) for j in range(i + 1, n)
-                 if sim(clusters[i], clusters[j]) < max(thr[i], thr[j])]
+                 if sim(clusters[i], clusters[j]) < pair_threshold(thr[i], thr[j])]
         if not edges:
             break
         parent = list(range(n))
@@ -114,8 +115,9 @@ def _brute_algorithm1(p, l, track_of_crop, cannot=()):
     return {t: min(c) for c in clusters for t in c}
 
 
+@pytest.mark.parametrize("merge_rule", ["both", "either"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_algorithm1_equals_brute_force_enumeration(seed):
+def test_algorithm1_equals_brute_force_enumeration(seed, merge_rule):
     rng = np.random.default_rng(seed)
     # 3 identities, 9 tracks of 1-5 crops: head outputs near an identity centre.
     centres = rng.normal(scale=2.0, size=(3, 10))
@@ -129,8 +131,8 @@ def test_algorithm1_equals_brute_force_enumeration(seed):
     p = F.softmax(z / 0.5, -1).numpy()
     l = F.log_softmax(z / 0.7, -1).numpy()
     tracks = np.array(tracks)
-    result = algorithm1(p, l, tracks)
-    brute = _brute_algorithm1(p, l, tracks)
+    result = algorithm1(p, l, tracks, merge_rule=merge_rule)
+    brute = _brute_algorithm1(p, l, tracks, merge_rule=merge_rule)
     fast = {int(t): int(c) for t, c in zip(result.track_ids, result.labels)}
     # Same partition (labels may be named differently).
     assert {frozenset(t for t in fast if fast[t] == c) for c in set(fast.values())} == \
@@ -148,7 +150,9 @@ def test_algorithm1_recovers_planted_identities_and_stops_at_a_fixed_point():
             tracks.append(t)
         truth[t] = t % 4
     z = torch.from_numpy(np.array(rows))
-    result = algorithm1(F.softmax(z / 0.3, -1), F.log_softmax(z / 0.5, -1), np.array(tracks))
+    # Tracks of one identity drawn from one distribution: their cross loss has the same expectation as each
+    # track's own threshold, so only the "either" reading merges them reliably ("both" is a coin toss).
+    result = algorithm1(F.softmax(z / 0.3, -1), F.log_softmax(z / 0.5, -1), np.array(tracks), merge_rule="either")
     labels = dict(zip(result.track_ids.tolist(), result.labels.tolist()))
     assert len(set(labels.values())) == 4
     for t in range(16):
@@ -156,7 +160,7 @@ def test_algorithm1_recovers_planted_identities_and_stops_at_a_fixed_point():
     assert result.clusters_per_iteration[0] == 16 and result.clusters_per_iteration[-1] == 4
 
 
-def test_either_threshold_rule_merges_when_only_the_looser_track_accepts():
+def test_either_rule_merges_when_only_the_looser_track_accepts_and_both_rule_does_not():
     # Track 0 is tight (low threshold), track 1 is loose; their cross loss lies between the two thresholds.
     p = np.array([[0.7, 0.3], [0.7, 0.3], [0.6, 0.4], [0.1, 0.9]])
     l = np.log(p)
@@ -164,7 +168,10 @@ def test_either_threshold_rule_merges_when_only_the_looser_track_accepts():
     thr0, thr1 = within_set_loss(p[:2], l[:2]), within_set_loss(p[2:], l[2:])
     sim = cluster_pair_losses(np.stack([p[:2].mean(0), p[2:].mean(0)]), np.stack([l[:2].mean(0), l[2:].mean(0)]))
     assert thr0 < sim[0, 1] < thr1
-    assert algorithm1(p, l, tracks).labels.tolist() == [0, 0]
+    assert algorithm1(p, l, tracks, merge_rule="either").labels.tolist() == [0, 0]
+    assert algorithm1(p, l, tracks, merge_rule="both").labels.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="merge_rule"):
+        algorithm1(p, l, tracks, merge_rule="neither")
 
 
 def test_cannot_link_keeps_co_occurring_tracks_apart_even_transitively():

@@ -45,3 +45,22 @@ def test_bad_overrides_name_the_problem(bad, words):
 def test_missing_config_file_is_a_vcn_error(tmp_path):
     with pytest.raises(VcnError, match="does not exist"):
         RunConfig.load(tmp_path / "nope.json")
+
+
+def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_path):
+    from vcn.config import PRESETS, RunConfig
+
+    paper = RunConfig.load(None, preset="paper")
+    default = RunConfig()
+    assert (paper.cluster.merge_rule, paper.cluster.cannot_link, paper.serfiq.exclude_outliers) == ("either", False, True)
+    assert (paper.ssl.ema_start, paper.ssl.lr_backbone, paper.ssl.warmup_epochs) == (0.996, 1e-5, 50)
+    # Every setting a preset names differs from the default (a preset entry that changes nothing is stale).
+    for section, values in PRESETS["paper"].items():
+        assert any(getattr(getattr(default, section), k) != v for k, v in values.items()), section
+    assert RunConfig.load(None, preset="default").to_dict() == default.to_dict()
+    f = tmp_path / "c.json"
+    f.write_text('{"cluster": {"merge_rule": "both"}}')
+    mixed = RunConfig.load(f, ["ssl.rounds=2"], preset="paper")
+    assert (mixed.cluster.merge_rule, mixed.ssl.rounds, mixed.ssl.ema_start) == ("both", 2, 0.996)
+    with pytest.raises(VcnError, match="preset 'papr' is unknown; choose one of default, paper"):
+        RunConfig.load(None, preset="papr")

@@ -185,7 +185,7 @@ def purity_and_count(clusters: pa.Table, truth: dict[int, str]) -> dict[str, flo
 def test_every_track_gets_a_row_and_both_embeddings_are_written():
     images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
     ok = [True] * len(images)
-    # Track 5: every crop failed the quality gate -> Unknown, reason quality_gate.
+    # Track 5: every crop failed the quality gate -> Unknown, with the gate that failed it.
     images += images[:2]
     tracks += [5, 5]
     ok += [False, False]
@@ -196,7 +196,7 @@ def test_every_track_gets_a_row_and_both_embeddings_are_written():
     assert clusters.schema == CLUSTERS and embeddings.schema == EMBEDDINGS
     rows = {r["track_id"]: r for r in clusters.to_pylist()}
     assert sorted(rows) == [0, 1, 2, 3, 4, 5]
-    assert rows[5]["cluster_id"] == -1 and rows[5]["reason"] == "quality_gate" and math.isnan(rows[5]["track_quality"])
+    assert rows[5]["cluster_id"] == -1 and rows[5]["reason"] in ("too_small", "too_blurred") and math.isnan(rows[5]["track_quality"])
     for t in range(5):
         assert rows[t]["reason"] in ("clustered", "serfiq_outlier")
         assert 0 < rows[t]["track_quality"] <= 1
@@ -243,11 +243,18 @@ def test_serfiq_outlier_track_is_unknown():
     images += [np.full((112, 112, 3), v, np.uint8) for v in (3, 5, 8)]
     tracks += [8, 8, 8]
     cfg = tiny_cfg(method="hac")
+    cfg.serfiq.exclude_outliers = True   # the paper's rule (preset paper); off by default
     clusters, _, _ = cluster_without_finetuning(crops_table(images, tracks), DarkIsIncoherent(), cfg, "v")
     rows = {r["track_id"]: r for r in clusters.to_pylist()}
     assert rows[8]["reason"] == "serfiq_outlier" and rows[8]["cluster_id"] == -1
     assert all(rows[t]["reason"] == "clustered" and rows[t]["cluster_id"] >= 0 for t in range(8))
     assert rows[8]["track_quality"] < min(rows[t]["track_quality"] for t in range(8))
+    # By default the low-quality track is clustered like the others; its quality is still recorded.
+    default, _, _ = cluster_without_finetuning(crops_table(images, tracks), DarkIsIncoherent(),
+                                               tiny_cfg(method="hac"), "v")
+    row = {r["track_id"]: r for r in default.to_pylist()}[8]
+    assert row["reason"] == "clustered" and row["cluster_id"] >= 0
+    assert row["track_quality"] == rows[8]["track_quality"]
 
 
 def test_baselines_and_ablation_without_finetuning():
@@ -272,7 +279,7 @@ def test_cannot_link_keeps_tracks_sharing_a_frame_apart():
     images, tracks = toy_identity_crops([0], per_track=4, noise=5)
     # Two tracks made of the very same crops would merge, unless they appear in one frame together.
     table = crops_table(images + images, [0] * 4 + [1] * 4, frames=[0, 12, 24, 36] * 2)
-    free, _, _ = cluster_without_finetuning(table, ToyBackbone(), tiny_cfg(metric="cosine"), "v")
+    free, _, _ = cluster_without_finetuning(table, ToyBackbone(), tiny_cfg(metric="cosine", cannot_link=False), "v")
     assert len(set(free.column("cluster_id").to_pylist())) == 1
     linked, _, _ = cluster_without_finetuning(table, ToyBackbone(), tiny_cfg(metric="cosine", cannot_link=True), "v",
                                               cannot_link_frames={0: np.array([0, 5]), 1: np.array([5, 9])})

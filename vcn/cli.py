@@ -13,6 +13,11 @@ from vcn.errors import VcnError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
+    from vcn.config import PRESETS
+
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="named configuration: default (vcn's, chosen on the development set) or paper "
+                        "(VideoClusterNet as the paper describes it); --config and --set apply on top")
     p.add_argument("--config", metavar="FILE.json", help="JSON config with sections as in summary.json's 'config'")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set detect.batch_size=16 (repeatable)")
@@ -35,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
             example:
               vcn run clip.mp4 --out results/          # writes results/clip/*.parquet and summary.json
               vcn run clip.mp4 --out results/ --stages detect,track   # stop after crops; rerun later to resume
+              vcn run clip.mp4 --out paper/ --preset paper   # the paper's configuration, for comparison
         """))
     run.add_argument("video", help="path of a video file")
     run.add_argument("--out", required=True, help="output folder; the video's tables go to OUT/<video_id>/")
@@ -191,7 +197,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from vcn.config import RunConfig
         from vcn.pipeline import run_video
 
-        cfg = RunConfig.load(args.config, args.overrides)
+        cfg = RunConfig.load(args.config, args.overrides, args.preset)
         result = run_video(args.video, args.out, cfg, stages=_parse_stages(args.stages), video_id=args.video_id,
                            force=args.force, progress=not args.quiet, report=not args.no_report)
         print(result.describe())
@@ -201,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from vcn.demo import render_demo_video
         from vcn.pipeline import run_video
 
-        cfg = RunConfig.load(args.config, args.overrides)
+        cfg = RunConfig.load(args.config, args.overrides, args.preset)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         video = render_demo_video(out / "demo.mp4")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from vcn.clustering import METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
+from vcn.clustering import MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.matching import MATCH_METHODS, find_matches
@@ -52,7 +52,7 @@ class _Prepared:
     images: torch.Tensor           # their pixels, uint8 [N, 3, 112, 112]
     base: torch.Tensor             # their base embeddings [N, d]
     quality: dict[int, float]      # SER-FIQ quality per track with a good crop
-    reason: dict[int, str]         # per track: clustered | quality_gate | serfiq_outlier
+    reason: dict[int, str]         # per track: clustered | too_small | too_blurred | serfiq_outlier
     clusterable: np.ndarray        # bool per good crop: its track is clustered
 
 
@@ -77,13 +77,24 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     t2 = time.perf_counter()
     timings["embed_base_and_serfiq_s"] = t2 - t1
     quality = track_quality(crop_q, track_of_crop)
-    reason = {int(t): "quality_gate" for t in track_ids}
+    reason = _gate_reasons(crops, cfg)
     scored = np.array(sorted(quality), dtype=np.int64)
     outlier = mad_low_outliers(np.array([quality[t] for t in scored.tolist()]), cfg.serfiq.mad_k)
     for t, out in zip(scored.tolist(), outlier.tolist()):
-        reason[t] = "serfiq_outlier" if out else "clustered"
+        reason[t] = "serfiq_outlier" if out and cfg.serfiq.exclude_outliers else "clustered"
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable)
+
+
+def _gate_reasons(crops: pa.Table, cfg: RunConfig) -> dict[int, str]:
+    """Why each track would be Unknown if no crop of it passed the stage-1 gate: too_small when none of its
+    crops reaches quality.min_face_px, else too_blurred (tracks with a good crop are overwritten later)."""
+    tracks = crops.column("track_id").to_numpy()
+    big = crops.column("face_px").to_numpy() >= cfg.quality.min_face_px
+    ids = np.unique(tracks)
+    any_big = np.zeros(len(ids), bool)
+    np.logical_or.at(any_big, np.searchsorted(ids, tracks), big)
+    return {int(t): "too_blurred" if b else "too_small" for t, b in zip(ids.tolist(), any_big.tolist())}
 
 
 def _cannot_link(crops: pa.Table, cfg: RunConfig, frames: dict[int, np.ndarray] | None) -> set[tuple[int, int]]:
@@ -102,6 +113,9 @@ def _check_method(cfg: RunConfig) -> None:
         raise VcnError(f"cluster.method={cfg.cluster.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if cfg.cluster.metric not in ("loss", "cosine"):
         raise VcnError(f"cluster.metric={cfg.cluster.metric!r} is unknown; choose loss or cosine")
+    if cfg.cluster.merge_rule not in MERGE_RULES:
+        raise VcnError(f"cluster.merge_rule={cfg.cluster.merge_rule!r} is unknown; choose one of "
+                       f"{', '.join(MERGE_RULES)}")
     if cfg.match.method not in MATCH_METHODS:
         raise VcnError(f"match.method={cfg.match.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
 
@@ -115,7 +129,7 @@ def _labels_for_tracks(method: str, cfg: RunConfig, track_of_crop: np.ndarray, e
     if method == "vcn":
         if cfg.cluster.metric == "cosine":
             p, l = (torch.as_tensor(v) for v in cosine_vectors(embeddings))
-        result = algorithm1(p, l, track_of_crop, cfg.cluster.max_iterations, cannot_link)
+        result = algorithm1(p, l, track_of_crop, cfg.cluster.max_iterations, cannot_link, cfg.cluster.merge_rule)
         return dict(zip(result.track_ids.tolist(), result.labels.tolist()))
     ids, labels = cluster_with_baseline(method, embeddings, track_of_crop, cfg.cluster)
     return dict(zip(ids.tolist(), labels.tolist()))

@@ -81,14 +81,14 @@ CLUSTERS = pa.schema([
     pa.field("track_id", pa.int64()),
     pa.field("cluster_id", pa.int64()),    # -1 = Unknown
     pa.field("track_quality", pa.float32()),  # SER-FIQ track quality (NaN where not computed)
-    pa.field("reason", pa.string()),       # clustered | quality_gate | serfiq_outlier
+    pa.field("reason", pa.string()),       # clustered | too_small | too_blurred | serfiq_outlier
 ])
 
 # The catalogue-level dataset: one row per track of every video, partitioned by video_id (OUT/tracks/).
 CATALOGUE_TRACKS = pa.schema([
     pa.field("track_id", pa.int64()),
     pa.field("cluster_id", pa.int64()),      # null until the video is clustered; -1 = Unknown
-    pa.field("reason", pa.string()),         # clustered | quality_gate | serfiq_outlier (null before clustering)
+    pa.field("reason", pa.string()),         # clustered | too_small | too_blurred | serfiq_outlier (null before clustering)
     pa.field("track_quality", pa.float32()),
     pa.field("shot_id", pa.int32()),
     pa.field("start_frame", pa.int64()),

@@ -65,15 +65,23 @@ def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
     return ids, p_mean, l_mean, thresholds
 
 
+MERGE_RULES = ("either", "both")
+
+
 def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track_of_crop: np.ndarray,
-               max_iterations: int = 100, cannot_link: set[tuple[int, int]] | None = None) -> Algorithm1Result:
+               max_iterations: int = 100, cannot_link: set[tuple[int, int]] | None = None,
+               merge_rule: str = "both") -> Algorithm1Result:
     """Cluster tracks from per-crop teacher probabilities p [N, K] and student log-probabilities l [N, K].
 
-    Start with one cluster per track; clusters j, k match when Sim[j, k] < Thres_j or Sim[j, k] < Thres_k;
+    Start with one cluster per track; clusters j, k match when Sim[j, k] is below their thresholds:
+    merge_rule "both" (Sim < min(Thres_j, Thres_k)) or "either" (Sim < max(Thres_j, Thres_k)), the two
+    readings of the paper's "lower than either" (METHOD.md; README "Accuracy" says which is measured better);
     matched pairs merge transitively (connected components); thresholds are recomputed; repeat until an
     iteration merges nothing. With `cannot_link` (pairs of track ids that share a frame), matched pairs are
     merged most-similar first and a merge that would put a cannot-link pair in one cluster is skipped.
     """
+    if merge_rule not in MERGE_RULES:
+        raise ValueError(f"merge_rule={merge_rule!r}; choose one of {MERGE_RULES}")
     p = np.asarray(torch.as_tensor(p, dtype=torch.float64))
     l = np.asarray(torch.as_tensor(l, dtype=torch.float64))
     track_of_crop = np.asarray(track_of_crop)
@@ -93,7 +101,8 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
         c_l = np.stack([tl[m].mean(axis=0) for m in members])
         thres = np.array([track_thres[m[0]] if len(m) == 1 else within_set_loss(tp[m], tl[m]) for m in members])
         sim = cluster_pair_losses(c_p, c_l)
-        match = sim < np.maximum(thres[:, None], thres[None, :])
+        pair_threshold = np.minimum if merge_rule == "both" else np.maximum
+        match = sim < pair_threshold(thres[:, None], thres[None, :])
         np.fill_diagonal(match, False)
         if not match.any():
             break
