@@ -345,3 +345,50 @@ def test_real_crops_full_method_vs_ablations(capsys):
         print(f"\nfull method {full}\nalgorithm 1 without finetuning {no_ft}\nHAC base {hac}\nHAC finetuned {hac_ft}")
     assert full["wcp"] >= 0.95
     assert full["clusters"] <= no_ft["clusters"]
+
+
+# ----- degenerate inputs give valid clusters (issue 11) ----------------------------------------------------------------
+
+def _valid_clusters(clusters: pa.Table, track_ids: list[int]) -> dict[int, int]:
+    """Every track has exactly one row; clustered tracks have ids >= 0, Unknown ones -1 with a gate reason."""
+    rows = clusters.to_pylist()
+    assert clusters.schema == CLUSTERS
+    assert sorted(r["track_id"] for r in rows) == sorted(track_ids)
+    for r in rows:
+        assert (r["cluster_id"] >= 0) == (r["reason"] == "clustered"), r
+    return {r["track_id"]: r["cluster_id"] for r in rows}
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_degenerate_videos_give_valid_clusters(preset):
+    def cfg():
+        # The preset's clustering and gates on the tiny network of these tests.
+        c = tiny_cfg()
+        chosen = RunConfig.load(None, preset=preset)
+        c.cluster, c.serfiq.exclude_outliers = chosen.cluster, chosen.serfiq.exclude_outliers
+        c.ssl.warmup_epochs = 2
+        return c
+
+    # One track.
+    images, tracks = toy_identity_crops([0], per_track=3)
+    labels = _valid_clusters(finetune_and_cluster(crops_table(images, tracks), ToyBackbone(), cfg(), "v")[0], [0])
+    assert labels == {0: 0}
+
+    # Every track the same person (same pattern, fresh noise): one cluster, never more than there are tracks.
+    images, tracks = toy_identity_crops([7] * 6, per_track=3, noise=4)
+    labels = _valid_clusters(finetune_and_cluster(crops_table(images, tracks), ToyBackbone(), cfg(), "v")[0],
+                             list(range(6)))
+    assert min(labels.values()) >= 0 and len(set(labels.values())) <= 6
+
+    # 300 one-crop tracks of 30 people: Algorithm 1 with one-crop thresholds (the crop against itself).
+    images, tracks = toy_identity_crops([t % 30 for t in range(300)], per_track=1, noise=6)
+    labels = _valid_clusters(finetune_and_cluster(crops_table(images, tracks), ToyBackbone(), cfg(), "v")[0],
+                             list(range(300)))
+    assert 1 <= len(set(labels.values())) <= 300 and min(labels.values()) >= 0
+
+    # Every face Unknown (no crop passed the gate): every track -1 with its reason, and no embeddings.
+    images, tracks = toy_identity_crops([0, 1], per_track=2)
+    table = crops_table(images, tracks, quality_ok=[False] * 4)
+    clusters, embeddings, _ = finetune_and_cluster(table, ToyBackbone(), cfg(), "v")
+    assert _valid_clusters(clusters, [0, 1]) == {0: -1, 1: -1}
+    assert set(clusters.column("reason").to_pylist()) == {"too_blurred"} and embeddings.num_rows == 0
