@@ -124,14 +124,17 @@ def vcn_spans(path: Path, info, batch_frames: int, end: int, span: int = 50):
 def _small(frame: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (96, 54), interpolation=cv2.INTER_AREA).astype(np.float32)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (96, 54), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def compare(path: Path, which: str, batch_frames: int, tolerance: float, seconds: float | None) -> dict:
     from vcn.video.decode import probe_video
 
     info = probe_video(path)
-    end = info.n_frames if seconds is None else min(info.n_frames, int(np.searchsorted(info.times, info.times[0] + seconds)))
+    end = info.n_frames
+    if seconds is not None:
+        end = min(end, int(np.searchsorted(info.times, info.times[0] + seconds)))
     t0 = time.perf_counter()
     # Small grey copies of every reference frame, to name the frame a differing picture really shows.
     ref_full: dict[int, np.ndarray] = {}
@@ -175,7 +178,8 @@ def compare(path: Path, which: str, batch_frames: int, tolerance: float, seconds
     import decord
 
     preroll = _preroll(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1), info)
-    return {"video": path.name, "n_frames": info.n_frames, "decord_preroll_frames": preroll, "frames_checked": end, "codec": info.codec,
+    return {"video": path.name, "n_frames": info.n_frames, "decord_preroll_frames": preroll, "frames_checked": end,
+            "codec": info.codec,
             "size": [info.width, info.height], "fps": round(info.fps, 3), "seconds": round(time.perf_counter() - t0, 1),
             **results}
 

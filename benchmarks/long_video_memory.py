@@ -98,6 +98,28 @@ def write_material(path: Path, minutes: float, material_s: float, width: int, he
     return n
 
 
+def loop_video(source: Path, target: Path, copies: int) -> None:
+    """`copies` times `source` back to back, by remuxing its packets with shifted timestamps (no re-encoding)."""
+    import av
+
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        packets = [(bytes(p), p.pts, p.dts, p.is_keyframe, p.duration) for p in src.demux(stream) if p.size]
+        template = stream
+        period = max(p[1] for p in packets) + (packets[-1][4] or 1) - min(p[1] for p in packets)
+        with av.open(str(target), "w") as dst:
+            out = dst.add_stream_from_template(template)
+            for c in range(copies):
+                for data, pts, dts, key, duration in packets:
+                    packet = av.Packet(data)
+                    packet.pts, packet.dts = pts + c * period, dts + c * period
+                    packet.duration = duration
+                    packet.is_keyframe = key
+                    packet.time_base = stream.time_base
+                    packet.stream = out
+                    dst.mux(packet)
+
+
 def measure(video: Path, out: Path, extra: list[str]) -> dict:
     """Run `vcn run` on `video` as this process's only child; its peak RSS and a resident-size timeline."""
     command = [sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--stages", "detect,track",

@@ -38,6 +38,9 @@ class DetectConfig:
     batch_size: int = 8
     # Frames are downscaled so their longer side is at most this before detection (0 = never).
     max_side: int = 960
+    # auto: onnxruntime, or torch on CUDA when torch has a GPU and onnxruntime has no CUDA provider (the wheel
+    # installed is CPU-only); cpu: onnxruntime; cuda / cuda:N: torch on that GPU; torch-cpu: the torch path on CPU.
+    device: str = "auto"
 
 
 @dataclass

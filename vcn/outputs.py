@@ -55,12 +55,21 @@ class VideoOutput:
         table = pq.read_table(file)
         return table.cast(SCHEMAS[name]) if name in SCHEMAS else table
 
+    def spill_path(self, name: str) -> Path:
+        """A private file beside the output folder for table `name` written piece by piece (same filesystem, so
+        `commit(files=...)` moves it in by a rename). The caller removes it if the run fails."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f".{self.video_id}.{name}.", suffix=".parquet.tmp", dir=self.root)
+        os.close(fd)
+        return Path(path)
+
     def commit(self, tables: dict[str, pa.Table], summary: dict[str, Any], keep: list[str] | None = None,
-               extra_files: dict[str, bytes] | None = None) -> Path:
+               extra_files: dict[str, bytes] | None = None, files: dict[str, Path] | None = None) -> Path:
         """Write a new complete folder beside the old one, then swap it in.
 
         Earlier tables not given are carried over when named in `keep` (None keeps all), so a resumed run
-        keeps what it did not recompute and drops what a recomputed stage made stale.
+        keeps what it did not recompute and drops what a recomputed stage made stale. `files`: tables already
+        written as Parquet (from `spill_path`), moved in under their names.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.video_id}.", suffix=".tmp", dir=self.root))
@@ -71,6 +80,8 @@ class VideoOutput:
                         shutil.copy2(old, tmp / old.name)
             for name, table in tables.items():
                 pq.write_table(table, tmp / f"{name}.parquet")
+            for name, source in (files or {}).items():
+                os.replace(source, tmp / f"{name}.parquet")
             for name, data in (extra_files or {}).items():
                 (tmp / name).write_bytes(data)
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, default=json_default))

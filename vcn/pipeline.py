@@ -11,18 +11,19 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from vcn import __version__
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.outputs import VideoOutput, video_id_for
 from vcn.progress import Progress
-from vcn.tables import empty_table, make_table
+from vcn.tables import SCHEMAS, empty_table, make_table
 
 STAGES = ("detect", "track", "cluster")
 # The tables each stage writes; a stage's tables stand on those of the stages before it.
@@ -185,15 +186,24 @@ def track_shot(path: str | Path, shot: dict[str, Any], detections: pa.Table, cfg
 
 
 def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: RunConfig, info=None,
-                progress: Progress | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """`track_shot` over every shot in order, track ids unique over the video: detections, tracks, crops."""
+                progress: Progress | None = None,
+                crops_sink: Callable[[pa.Table], None] | None = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """`track_shot` over every shot in order, track ids unique over the video: detections, tracks, crops.
+
+    With `crops_sink`, each shot's crops go to it as soon as they are made and the crops returned are empty:
+    the crop images (the one table that grows with screen time, ~16 kB a crop) are never all in memory.
+    """
     parts = []
     next_track = 0
     for shot in shots.to_pylist():
         shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
-        part = track_shot(path, shot, shot_dets, cfg, next_track, info=info)
-        next_track += part[1].num_rows
-        parts.append(part)
+        dets, tracks, crops = track_shot(path, shot, shot_dets, cfg, next_track, info=info)
+        next_track += tracks.num_rows
+        if crops_sink is not None:
+            if crops.num_rows:
+                crops_sink(crops)
+            crops = empty_table("crops")
+        parts.append((dets, tracks, crops))
         if progress:
             progress.advance(1)
     return tuple(_concat(name, [p[i] for p in parts])  # type: ignore[return-value]
@@ -284,49 +294,67 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
         return RunResult(out.path, True, out.summary() or {})
     info = probe_video(video, deinterlace=cfg.decode.deinterlace)
     previous = (out.summary() or {}) if done else {}
-    decode_error = previous.get("decode_error")
     timings: dict[str, float] = dict(previous.get("seconds", {}))
     tables: dict[str, pa.Table] = {}
+    spilled: dict[str, Path] = {}  # tables written shot by shot beside the output, moved in by commit
+    rows: dict[str, int] = {}
     bar = Progress.for_terminal(enabled=progress)
 
     def table(name: str) -> pa.Table:
-        return tables[name] if name in tables else out.load(name)
+        if name in tables:
+            return tables[name]
+        if name in spilled:
+            return pq.read_table(spilled[name]).cast(SCHEMAS[name])
+        return out.load(name)
 
     # Re-running a stage invalidates every stage after it.
     start = next((i for i, s in enumerate(wanted) if s not in done), len(wanted))
     todo = wanted[start:]
-    if "detect" in todo:
-        with bar.stage("detect", total=info.n_frames):
-            scan = scan_video(video, cfg, detector=detector, video_id=video_id, progress=bar, info=info)
-        shots = shots_table(video_id, scan.cuts, scan.frame_times)
-        tables["shots"] = shots
-        tables["detections"] = assign_shots(scan.detections, shots)
-        timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
-        timings["frames_scanned"] = int(len(scan.frame_times))
-        decode_error = scan.decode_error
-    if "track" in todo:
-        t0 = time.perf_counter()
-        shots = table("shots")
-        with bar.stage("track", total=shots.num_rows):
-            tables["detections"], tables["tracks"], tables["crops"] = track_shots(
-                video, shots, table("detections"), cfg, info=info, progress=bar)
-        timings["track_s"] = round(time.perf_counter() - t0, 3)
-    if "cluster" in todo:
-        with bar.stage("cluster", total=None):
-            clusters, embeddings, seconds = cluster_crops(table("crops"), table("tracks"), table("detections"),
-                                                          cfg, video_id, backbone=backbone)
-        tables["clusters"], tables["embeddings"] = clusters, embeddings
-        timings.update({k if k.endswith("_s") else f"{k}_s": round(float(v), 3) for k, v in seconds.items()})
-    done = wanted
-    keep = [name for s in done for name in STAGE_TABLES[s]]
+    try:
+        decode_error = previous.get("decode_error")
+        if "detect" in todo:
+            with bar.stage("detect", total=info.n_frames):
+                scan = scan_video(video, cfg, detector=detector, video_id=video_id, progress=bar, info=info)
+            shots = shots_table(video_id, scan.cuts, scan.frame_times)
+            tables["shots"] = shots
+            tables["detections"] = assign_shots(scan.detections, shots)
+            timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
+            timings["frames_scanned"] = int(len(scan.frame_times))
+            decode_error = scan.decode_error
+        if "track" in todo:
+            t0 = time.perf_counter()
+            shots = table("shots")
+            spilled["crops"] = out.spill_path("crops")
+            rows["crops"] = 0
 
-    summary = _summary(video, video_id, info, cfg, done, timings, tables, out)
-    summary["decode_error"] = decode_error
-    summary["partial"] = bool(info.partial or decode_error)
-    path = out.commit(tables, summary, keep=keep)
-    if "cluster" in done and report:
-        _write_report(path)
-    return RunResult(path, False, summary)
+            def write_crops(crops: pa.Table) -> None:
+                writer.write_table(crops)
+                rows["crops"] += crops.num_rows
+
+            writer = pq.ParquetWriter(spilled["crops"], SCHEMAS["crops"])
+            with bar.stage("track", total=shots.num_rows), writer:
+                tables["detections"], tables["tracks"], _ = track_shots(
+                    video, shots, table("detections"), cfg, info=info, progress=bar, crops_sink=write_crops)
+            timings["track_s"] = round(time.perf_counter() - t0, 3)
+        if "cluster" in todo:
+            with bar.stage("cluster", total=None):
+                clusters, embeddings, seconds = cluster_crops(table("crops"), table("tracks"), table("detections"),
+                                                              cfg, video_id, backbone=backbone)
+            tables["clusters"], tables["embeddings"] = clusters, embeddings
+            timings.update({k if k.endswith("_s") else f"{k}_s": round(float(v), 3) for k, v in seconds.items()})
+        done = wanted
+        keep = [name for s in done for name in STAGE_TABLES[s]]
+
+        summary = _summary(video, video_id, info, cfg, done, timings, tables, out, rows)
+        summary["decode_error"] = decode_error
+        summary["partial"] = bool(info.partial or decode_error)
+        path = out.commit(tables, summary, keep=keep, files=spilled)
+        if "cluster" in done and report:
+            _write_report(path)
+        return RunResult(path, False, summary)
+    finally:
+        for spill in spilled.values():
+            spill.unlink(missing_ok=True)  # moved in by a successful commit; removed here after a failure
 
 
 def _write_report(path: Path) -> None:
@@ -357,8 +385,10 @@ def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
 
 
 def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], timings: dict[str, float],
-             tables: dict[str, pa.Table], out: VideoOutput) -> dict[str, Any]:
+             tables: dict[str, pa.Table], out: VideoOutput, rows: dict[str, int]) -> dict[str, Any]:
     def count(name: str) -> int | None:
+        if name in rows:
+            return rows[name]
         if name in tables:
             return tables[name].num_rows
         return out.load(name).num_rows if out.has(name) else None

@@ -35,7 +35,7 @@ def load_detector(name_or_uri: str, cfg: DetectConfig | None = None) -> Detector
         from vcn.models.retinaface import RetinaFaceDetector
 
         return RetinaFaceDetector(score_threshold=cfg.score_threshold, nms_threshold=cfg.nms_threshold,
-                                  max_side=cfg.max_side)
+                                  max_side=cfg.max_side, device=cfg.device)
     if _looks_like_pack(name_or_uri):
         from vcn.models.packs import load_pack_detector
 

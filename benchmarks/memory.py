@@ -1,0 +1,109 @@
+"""Peak RSS of `vcn run --stages detect,track` by video length and by resolution, and on the 82-s 720p sitcom, as
+JSON (issue 13: at most 2 GB on the sitcom, and flat in length: the longest within 1.25x of the shortest).
+
+    python benchmarks/memory.py --out benchmarks/results/memory.json
+    python benchmarks/memory.py --lengths 1 10 60 --length-size 320x180 --length-fps 5 --sizes 640x360 1920x1080
+
+Material is rendered once per frame size (real face photos panning, a cut every 6 s: long_video_memory.py) and
+made longer by remuxing it back to back (no re-encoding), so a 60-minute file costs seconds to make. Each run is
+the only child of a fresh wrapper process, whose RUSAGE_CHILDREN peak is the run's (long_video_memory --measure).
+Videos and outputs go to --work (temporary by default, removed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+SITCOM = REPO.parent / "shared" / "data" / "videos" / "real" / "simplefr_Video_2.mp4"
+FLAT = 1.25
+
+
+def video_of(work: Path, minutes: float, size: str, fps: int, material_s: float) -> Path:
+    from long_video_memory import loop_video, write_material
+
+    width, height = (int(v) for v in size.lower().split("x"))
+    material = work / f"material_{size}_{fps}fps.mp4"
+    seconds = min(material_s, minutes * 60)
+    if not material.is_file():
+        write_material(material, seconds / 60, seconds, width, height, fps)
+    video = work / f"video_{minutes:g}min_{size}_{fps}fps.mp4"
+    if not video.is_file():
+        loop_video(material, video, max(1, round(minutes * 60 / seconds)))
+    return video
+
+
+def measure(video: Path, work: Path) -> dict:
+    wrapper = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_video_memory.py"), "--work",
+                              str(work / "vcn"), "--measure", str(video)], capture_output=True, text=True,
+                             check=True, cwd=REPO)
+    run = json.loads(wrapper.stdout)
+    summary_path = work / "vcn" / video.stem / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    shutil.rmtree(work / "vcn" / video.stem, ignore_errors=True)
+    result = {"video": video.name, "peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"],
+              "returncode": run["returncode"], "frames": (summary.get("seconds") or {}).get("frames_scanned"),
+              "counts": summary.get("counts"), "rss_timeline_mib": run["rss_timeline_mib"]}
+    if run["returncode"]:
+        result["stderr"] = run["stderr"]
+    print(f"{video.name}: peak RSS {run['peak_rss_mib']} MiB in {run['wall_s']} s, counts {result['counts']}",
+          flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
+    parser.add_argument("--work", help="folder for videos and outputs (default: temporary, removed)")
+    parser.add_argument("--lengths", type=float, nargs="+", default=[1.0, 10.0, 30.0], help="minutes")
+    parser.add_argument("--length-size", default="320x180", help="frame size of the length series")
+    parser.add_argument("--length-fps", type=int, default=5, help="frame rate of the length series")
+    parser.add_argument("--sizes", nargs="+", default=["640x360", "1280x720", "1920x1080"],
+                        help="frame sizes of the resolution series (1 minute each)")
+    parser.add_argument("--sizes-fps", type=int, default=5)
+    parser.add_argument("--material-s", type=float, default=60.0)
+    parser.add_argument("--no-sitcom", action="store_true", help=f"skip the real clip ({SITCOM.name})")
+    args = parser.parse_args(argv)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vcn-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"benchmark": "memory", "command": "vcn run VIDEO --stages detect,track",
+                    "machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        if not args.no_sitcom and SITCOM.is_file():
+            report["sitcom_82s_720p"] = measure(SITCOM, work)
+            out.write_text(json.dumps(report, indent=2))
+        report["by_length"] = [{"minutes": m, "size": args.length_size, "fps": args.length_fps,
+                                **measure(video_of(work, m, args.length_size, args.length_fps, args.material_s),
+                                          work)} for m in args.lengths]
+        peaks = [r["peak_rss_mib"] for r in report["by_length"]]
+        report["length_peak_ratio"] = round(max(peaks) / min(peaks), 3)
+        report[f"flat_within_{FLAT}x"] = bool(max(peaks) <= FLAT * min(peaks))
+        out.write_text(json.dumps(report, indent=2))
+        report["by_size"] = [{"minutes": 1.0, "size": s, "fps": args.sizes_fps,
+                              **measure(video_of(work, 1.0, s, args.sizes_fps, args.material_s), work)}
+                             for s in args.sizes]
+    finally:
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        out.write_text(json.dumps(report, indent=2))
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("by_length", "by_size", "sitcom_82s_720p")}))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

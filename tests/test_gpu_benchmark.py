@@ -1,0 +1,56 @@
+"""The GPU benchmark's prepared command runs anywhere with --tiny, and the detector's torch path (the one used on
+CUDA, since the installed onnxruntime has no CUDA provider) finds the same faces as onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FACES = REPO.parent / "shared" / "data" / "faces" / "deepface13"
+needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"shared face photos not found at {FACES}")
+
+
+@needs_faces
+def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--out", str(out),
+                           "--work", str(tmp_path / "work"), "--stages", "detect,track", "--budget-s", "120"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    env = report["environment"]
+    assert set(env) >= {"cuda_available", "onnxruntime_has_cuda", "detector_backend_auto"}
+    rows = report["detector"]["torch"] + report["detector"]["onnxruntime_cpu"]
+    assert all(r["fps"] > 0 for r in rows) and {r["size"] for r in rows} == {"160x96", "320x180"}
+    assert all(p["steps"] > 0 and p["steps_per_s"] > 0 for p in report["finetune"]["phases"])
+    e2e = report["end_to_end"]
+    assert e2e["returncode"] == 0 and e2e["counts"]["detections"] > 0, e2e
+
+
+@needs_faces
+def test_torch_detector_finds_what_onnxruntime_finds():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from long_video_memory import frame_at, shot_canvases
+
+    from vcn.models.retinaface import RetinaFaceDetector
+
+    canvases = shot_canvases(1280, 720)  # above detect.max_side: both paths resize to 960x540
+    frames = np.stack([frame_at(canvases, t, 1280, 720) for t in (0.0, 7.0, 13.0)])
+    a = RetinaFaceDetector(device="cpu").detect(frames)
+    b = RetinaFaceDetector(device="torch-cpu").detect(frames)
+    assert RetinaFaceDetector(device="torch-cpu").backend == "torch (cpu)"
+    assert [len(f) for f in a] == [len(f) for f in b] and sum(len(f) for f in a) >= 4
+    for fa, fb in zip(a, b):
+        # Faces of near-equal score may swap order: compare them left to right.
+        ia, ib = np.argsort(fa.boxes[:, 0]), np.argsort(fb.boxes[:, 0])
+        boxes_a, boxes_b = fa.boxes[ia], fb.boxes[ib]
+        # Resizing differs a little (cv2 INTER_AREA against torch's area pooling): within 3% of the face's size.
+        size = np.minimum(boxes_a[:, 2] - boxes_a[:, 0], boxes_a[:, 3] - boxes_a[:, 1])
+        assert (np.abs(boxes_a - boxes_b).max(axis=1) <= 0.03 * size).all()
+        assert (np.abs(fa.landmarks[ia] - fb.landmarks[ib]).max(axis=(1, 2)) <= 0.03 * size).all()
