@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -136,22 +137,26 @@ def test_representative_is_the_normalised_mean_of_base_embeddings(tmp_path):
     assert vc.cooccurring == [(0, 1)]                                        # the two share frames
     apart = cluster_representatives(write_video(tmp_path, "w", ["ann", "bob"], together=False))
     assert apart.cooccurring == []
+    # A cluster without base embeddings (every crop failed the quality gate) cannot be linked: left out.
+    emb = pq.read_table(folder / "embeddings.parquet")
+    pq.write_table(emb.filter(pc.not_equal(emb.column("track_id"), 1)), folder / "embeddings.parquet")
+    vc = cluster_representatives(folder)
+    assert vc.cluster_id.tolist() == [0] and vc.cooccurring == []
     (folder / "clusters.parquet").unlink()
     with pytest.raises(VcnError, match="clusters.parquet is missing"):
         cluster_representatives(folder)
 
 
-def test_threshold_comes_from_faces_seen_together_else_from_one_video():
+def test_threshold_is_the_closest_two_clusters_of_one_video():
     e = np.eye(3, dtype=np.float32)
     e[2] = [0.6, 0.8, 0]
     ev, own = video_evidence(e, [(0, 1)])
-    assert ev.min_cooccurring == pytest.approx(1.0) and ev.min_within == pytest.approx(0.2)
+    assert ev.min_cooccurring == pytest.approx(1.0) and ev.n_cooccurring == 1
+    assert ev.min_within == pytest.approx(0.2) and ev.n_within == 3
     assert own.tolist() == pytest.approx([0.4, 0.2, 0.2])
     t = catalogue_threshold({"a": ev, "b": VideoEvidence(0.7, 3, 0.1, 6), "c": VideoEvidence()})
-    assert (t.distance, t.source, t.video_id, t.pairs) == (pytest.approx(0.7), "cooccurring", "b", 4)
-    t = catalogue_threshold({"a": VideoEvidence(min_within=0.5, n_within=1)})
-    assert (t.distance, t.source) == (0.5, "same_video")
-    assert catalogue_threshold({"a": VideoEvidence()}).distance is None
+    assert (t.distance, t.source, t.video_id, t.pairs) == (pytest.approx(0.1), "same_video", "b", 9)
+    assert catalogue_threshold({"a": VideoEvidence(), "b": video_evidence(e[:1], [])[0]}).distance is None
 
 
 def test_links_are_mutual_nearest_neighbours_below_the_threshold():
@@ -162,14 +167,14 @@ def test_links_are_mutual_nearest_neighbours_below_the_threshold():
     emb = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 0.1, 0]), unit([0.8, 0.6, 0])])
     video = np.array([0, 0, 1, 1])
     new = np.array([False, False, True, True])
-    links = find_links(emb, video, new, Threshold(0.5, "cooccurring"))
+    links = find_links(emb, video, new, Threshold(0.5, "same_video"))
     # y-z is within the threshold (0.4) but not mutual: y's nearest in video 1 is z, z's nearest in video 0 is x.
     assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 2)]
     assert links.distance.tolist() == pytest.approx([1 - 1 / np.sqrt(1.01)], abs=1e-6)
-    assert find_links(emb, video, new, Threshold(0.001, "cooccurring")).i.size == 0   # closer than x-x2 only
+    assert find_links(emb, video, new, Threshold(0.001, "same_video")).i.size == 0   # closer than x-x2 only
     assert find_links(emb, video, new, Threshold(None, "none")).i.size == 0
     # Old-old pairs are never looked at again.
-    assert find_links(emb, video, np.zeros(4, bool), Threshold(0.6, "cooccurring")).i.size == 0
+    assert find_links(emb, video, np.zeros(4, bool), Threshold(0.6, "same_video")).i.size == 0
 
 
 def test_union_never_joins_two_clusters_of_one_video_nor_two_existing_persons():
@@ -212,7 +217,7 @@ def test_persons_across_videos_and_the_tables(tmp_path):
     assert report.written and report.added_videos == ["ep1", "ep2", "ep3"] and report.new_clusters == 11
     state = load_persons(str(tmp_path))
     assert_right_persons(state)
-    assert state.persons.num_rows == 6 and state.meta["threshold"]["source"] == "cooccurring"
+    assert state.persons.num_rows == 6 and state.meta["threshold"]["source"] == "same_video"
     cur = json.loads((tmp_path / CURRENT).read_text())
     folder = tmp_path / "persons" / cur["dir"]
     for name, schema in (("clusters", PERSON_CLUSTERS), ("persons", PERSONS), ("videos", PERSON_VIDEOS)):

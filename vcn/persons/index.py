@@ -53,8 +53,8 @@ class UpdateReport:
 
     def describe(self) -> str:
         t = self.threshold
-        link = (f"link threshold {t['distance']:.3f} ({t['source']}, set by {t['video_id']})"
-                if t.get("distance") is not None else "no automatic links yet (no two known-different clusters)")
+        link = (f"link threshold {t['distance']:.3f} (closest two clusters of one video, in {t['video_id']})"
+                if t.get("distance") is not None else "no automatic links yet (no video with two clusters)")
         state = "updated" if self.written else "unchanged"
         return (f"person index {state} (generation {self.generation}): {self.persons} persons, {self.clusters} "
                 f"clusters; +{len(self.added_videos)} videos, -{len(self.removed_videos)} videos, "

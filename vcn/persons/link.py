@@ -4,12 +4,13 @@ Two clusters of different videos are linked when
   1. they are mutual nearest neighbours across their two videos (each is the other's most similar cluster in
      the other's video), and
   2. their cosine distance is below the catalogue's closest known-different distance: the smallest distance
-     ever seen between two clusters whose faces share a frame (two faces in one frame are two people, however
-     each video was clustered). A catalogue without such a pair falls back to the closest two clusters of one
-     video (the per-video clustering calls them different people); one with neither makes no automatic link.
+     between two clusters of one video, over every video (each video's clustering says its clusters are different
+     people; pairs whose faces share a frame certainly are, and are counted among them). A catalogue with no video
+     of two clusters makes no automatic link.
 
 No number is chosen by hand: the threshold is an observed distance between two different people, and it tightens
-as the catalogue grows and more different people are seen side by side. Chaining is checked in vcn.persons.assign.
+as the catalogue grows and more different people are seen. A video that splits one person into two clusters
+lowers it (fewer links, never wrong ones). Chaining is checked in vcn.persons.assign.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Threshold:
     """The catalogue's link threshold (cosine distance) and the evidence it came from."""
 
     distance: float | None        # None: no known-different pair yet, so no automatic link
-    source: str                   # cooccurring | same_video | none
+    source: str                   # same_video | none
     video_id: str | None = None   # the video holding the pair that set it
     pairs: int = 0                # known-different pairs it was the minimum of
 
@@ -43,7 +44,7 @@ class Threshold:
 
 @dataclass
 class VideoEvidence:
-    """Per video: the closest co-occurring pair and the closest pair of its clusters (cosine distance)."""
+    """Per video: the closest pair of its clusters, and of those sharing a frame (cosine distance)."""
 
     min_cooccurring: float = math.nan
     n_cooccurring: int = 0
@@ -69,15 +70,12 @@ def video_evidence(embedding: np.ndarray, cooccurring: list[tuple[int, int]]) ->
 
 
 def catalogue_threshold(evidence: dict[str, VideoEvidence]) -> Threshold:
-    """The smallest known-different distance of the catalogue: co-occurring pairs first, else same-video pairs."""
-    for source, value, count in (("cooccurring", "min_cooccurring", "n_cooccurring"),
-                                 ("same_video", "min_within", "n_within")):
-        have = {v: e for v, e in evidence.items() if getattr(e, count) > 0}
-        if have:
-            video = min(have, key=lambda v: (getattr(have[v], value), v))
-            return Threshold(getattr(have[video], value), source, video,
-                             int(sum(getattr(e, count) for e in have.values())))
-    return Threshold(None, "none")
+    """The smallest distance between two clusters of one video, over the catalogue (None: no such pair yet)."""
+    have = {v: e for v, e in evidence.items() if e.n_within > 0}
+    if not have:
+        return Threshold(None, "none")
+    video = min(have, key=lambda v: (have[v].min_within, v))
+    return Threshold(have[video].min_within, "same_video", video, int(sum(e.n_within for e in have.values())))
 
 
 @dataclass

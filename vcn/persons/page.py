@@ -78,9 +78,9 @@ def render_persons_page(index: str, thumbs_per_person: int = 6) -> str:
             f'<span class="stat">screen time <b>{format_time(p["screen_s"])}</b></span></div>'
             f'<div class="videos">{videos}</div><div class="thumbs">{thumbs}</div></section>')
     t = state.meta.get("threshold") or {}
-    rule = (f"clusters of different videos linked when mutual nearest neighbours closer than "
-            f"{t['distance']:.3f} (cosine distance; the closest known-different pair, {t['source']}, in "
-            f"{html.escape(str(t['video_id']))})" if t.get("distance") is not None else "no automatic links yet")
+    rule = (f"clusters of different videos linked when mutual nearest neighbours closer than {t['distance']:.3f} "
+            f"(cosine distance of the closest two clusters of one video, in {html.escape(str(t['video_id']))})"
+            if t.get("distance") is not None else "no automatic links yet")
     n_named = sum(p["name"] is not None for p in persons)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

@@ -56,7 +56,8 @@ def format_persons(state: IndexState, top: int | None = None) -> str:
         lines.append(f"{r['person_id']:>7}  {(r['name'] or '-'):<24} {r['n_videos']:>6} {r['n_clusters']:>8}  "
                      f"{format_time(r['screen_s'])}")
     t = state.meta.get("threshold") or {}
-    rule = (f"links closer than cosine distance {t['distance']:.3f} ({t['source']} pair in {t['video_id']})"
+    rule = (f"links closer than cosine distance {t['distance']:.3f} (the closest two clusters of one video, in "
+            f"{t['video_id']})"
             if t.get("distance") is not None else "no automatic links (no known-different pair yet)")
     lines.append(f"{len(rows)} persons, {state.clusters.num_rows} clusters, {state.videos.num_rows} videos; "
                  f"generation {state.generation}; {rule}")

@@ -87,6 +87,8 @@ def cluster_representatives(video_dir: str | Path, video_id: str | None = None) 
         n_crops[i] = int(sel.sum())
     t_ids = tracks.column("track_id").to_numpy()
     t_cluster = np.array([cluster_of.get(int(t), -1) for t in t_ids], np.int64)
+    # A cluster whose crops all failed the quality gate has no embedding: it cannot be linked, so it is left out.
+    t_cluster[~np.isin(t_cluster, ids)] = -1
     seconds = track_seconds(tracks.column("start_s").to_numpy(), tracks.column("end_s").to_numpy(), fps)
     n_tracks = np.array([int((t_cluster == c).sum()) for c in ids], np.int32)
     screen = np.array([float(seconds[t_cluster == c].sum()) for c in ids])
