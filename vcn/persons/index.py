@@ -52,16 +52,16 @@ class UpdateReport:
         return dict(self.__dict__)
 
     def describe(self) -> str:
-        t = self.threshold
-        link = (f"link threshold {t['distance']:.3f} (closest two clusters of one video, in {t['video_id']})"
-                if t.get("distance") is not None else "no automatic links yet (no video with two clusters)")
+        from vcn.persons.query import threshold_text
+
         state = "updated" if self.written else "unchanged"
         return (f"person index {state} (generation {self.generation}): {self.persons} persons, {self.clusters} "
                 f"clusters; +{len(self.added_videos)} videos, -{len(self.removed_videos)} videos, "
-                f"{self.new_clusters} new clusters, {self.links} links, {self.decisions_applied} decisions; {link}")
+                f"{self.new_clusters} new clusters, {self.links} links, {self.decisions_applied} decisions; "
+                f"{threshold_text(self.threshold)}")
 
 
-def update_index(index: str | Path, relink: bool = False, method: str = "auto", wait_s: float = 60.0,
+def update_index(index: str | Path, relink: bool = False, wait_s: float = 60.0,
                  lease_s: float = DEFAULT_LEASE_S, log: Callable[[str], None] = lambda s: None) -> UpdateReport:
     """Bring the index at `index` (a local folder or s3:// prefix of video outputs) up to date, under its lock.
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vcn.errors import VcnError
-from vcn.persons.query import load_persons
+from vcn.persons.query import load_persons, threshold_text
 from vcn.persons.root import IndexRoot
 from vcn.report.data import read_crop_images
 from vcn.report.html import _CSS, CSP, _thumb_uri, format_time
@@ -77,10 +77,7 @@ def render_persons_page(index: str, thumbs_per_person: int = 6) -> str:
             f'<span class="stat"><b>{p["n_videos"]}</b> video{"s" if p["n_videos"] != 1 else ""}</span>'
             f'<span class="stat">screen time <b>{format_time(p["screen_s"])}</b></span></div>'
             f'<div class="videos">{videos}</div><div class="thumbs">{thumbs}</div></section>')
-    t = state.meta.get("threshold") or {}
-    rule = (f"clusters of different videos linked when mutual nearest neighbours closer than {t['distance']:.3f} "
-            f"(cosine distance of the closest two clusters of one video, in {html.escape(str(t['video_id']))})"
-            if t.get("distance") is not None else "no automatic links yet")
+    rule = html.escape(threshold_text(state.meta.get("threshold") or {}))
     n_named = sum(p["name"] is not None for p in persons)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

@@ -55,13 +55,18 @@ def format_persons(state: IndexState, top: int | None = None) -> str:
     for r in rows[:top] if top else rows:
         lines.append(f"{r['person_id']:>7}  {(r['name'] or '-'):<24} {r['n_videos']:>6} {r['n_clusters']:>8}  "
                      f"{format_time(r['screen_s'])}")
-    t = state.meta.get("threshold") or {}
-    rule = (f"links closer than cosine distance {t['distance']:.3f} (the closest two clusters of one video, in "
-            f"{t['video_id']})"
-            if t.get("distance") is not None else "no automatic links (no known-different pair yet)")
+    rule = threshold_text(state.meta.get("threshold") or {})
     lines.append(f"{len(rows)} persons, {state.clusters.num_rows} clusters, {state.videos.num_rows} videos; "
                  f"generation {state.generation}; {rule}")
     return "\n".join(lines)
+
+
+def threshold_text(t: dict[str, Any]) -> str:
+    """The link threshold of an index in words, with the video that set it."""
+    if t.get("distance") is None:
+        return "no automatic links yet (no video with two clusters)"
+    return (f"clusters of different videos linked when mutual nearest neighbours closer than {t['distance']:.3f} "
+            f"(cosine distance of the closest two clusters of one video, in {t['video_id']})")
 
 
 @dataclass
