@@ -66,15 +66,16 @@ def _preroll(reader, info) -> int:
     return max(0, len(reader) - info.n_frames)
 
 
-def decord_batches(path: Path, info, batch_frames: int, end: int):
-    """vcn's decoder before issue 11: decord get_batch per batch of indices (display corrections applied)."""
+def decord_batches(path: Path, info, batch_frames: int, end: int, start: int = 0):
+    """vcn's decoder before issue 11: one decord reader, get_batch per batch of indices from `start` (display
+    corrections applied). Stops at the first batch decord cannot decode."""
     import decord
 
     from vcn.video.decode import _to_display
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
     skip = _preroll(reader, info)
-    for s in range(0, end, batch_frames):
+    for s in range(start, end, batch_frames):
         idx = list(range(s, min(end, s + batch_frames)))
         try:
             frames = reader.get_batch([i + skip for i in idx]).asnumpy()
@@ -87,22 +88,13 @@ def decord_batches(path: Path, info, batch_frames: int, end: int):
 def decord_spans(path: Path, info, batch_frames: int, end: int, span: int = 50):
     """vcn's crops path before issue 11: a fresh decord reader per span (a shot) that starts mid-file, then
     get_batch from the span's first frame, as `_crops_for` did per shot and a Ray work unit per unit."""
-    import decord
-
-    from vcn.video.decode import _to_display
-
     for s in range(0, end, span):
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
-        skip = _preroll(reader, info)
-        for b in range(s, min(end, s + span), batch_frames):
-            idx = list(range(b, min(end, s + span, b + batch_frames)))
-            try:
-                frames = reader.get_batch([i + skip for i in idx]).asnumpy()
-            except (decord.DECORDError, RuntimeError):
-                return
-            frames = _to_display(frames, info, _decord_turned(frames, info), rgb=True)
-            yield from zip(idx, frames)
-        del reader
+        delivered = 0
+        for item in decord_batches(path, info, batch_frames, min(end, s + span), start=s):
+            delivered += 1
+            yield item
+        if delivered < min(end, s + span) - s:
+            return
 
 
 def vcn_batches(path: Path, info, batch_frames: int, end: int, start: int = 0):

@@ -148,7 +148,8 @@ def track_shot(path: str | Path, shot: dict[str, Any], detections: pa.Table, cfg
     """Track one shot's detections (BoT-SORT, no ReID), sample a crop every interval_s, align and gate it.
 
     Returns the shot's detections with track_id set, its tracks and its crops; track ids start at
-    `first_track_id`. Only the shot's frames are decoded again, one batch at a time, for the sampled crops.
+    `first_track_id`. The shot's frames are decoded again in one forward pass (frame-exact, see
+    vcn.video.decode.read_frames); only the sampled ones become pictures.
     """
     from vcn.tracking.botsort import track_shot as link_detections
     from vcn.tracking.sample import sample_crops
