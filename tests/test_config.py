@@ -12,7 +12,8 @@ def test_defaults_carry_the_papers_constants():
     cfg = RunConfig()
     assert cfg.ssl.teacher_temp == 0.04 and cfg.ssl.student_temp == 0.1
     assert cfg.match.low_fraction == 0.25
-    assert cfg.serfiq.passes == 100 and cfg.serfiq.dropout == 0.5
+    assert cfg.serfiq.dropout == 0.5
+    assert RunConfig.load(None, preset="paper").serfiq.passes == 100
     assert cfg.sample.interval_s == 0.5
 
 
