@@ -225,9 +225,24 @@ def test_finetune_is_deterministic_trains_and_calls_matching_between_rounds():
     assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in orig.items())
 
 
+def test_micro_batches_give_the_whole_batch_gradient():
+    """Accumulating micro-batches of pairs trains the same networks as one pass over the batch (float noise)."""
+    crops, tracks = toy_crops()
+    whole = finetune(ToyBackbone(), crops, tracks, small_cfg(micro_batch_pairs=0))
+    micro = finetune(ToyBackbone(), crops, tracks, small_cfg(micro_batch_pairs=3))
+    a, b = _state(whole.student), _state(micro.student)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert [round(x.mean_loss, 4) for x in whole.logs] == [round(x.mean_loss, 4) for x in micro.logs]
+
+
 def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     crops, tracks = toy_crops()
-    cfg = small_cfg(warmup_epochs=30, rounds=1, epochs_per_round=0)
+    # DINO's slow teacher (0.996, the paper preset's): on these 20 toy crops, 90 head steps at the default 0.9
+    # let the teacher head follow the student into a near-uniform output. The default is judged on real clips
+    # (README "Accuracy"), where it gave the best clusters; this test pins the warm-up's mechanics.
+    cfg = small_cfg(warmup_epochs=30, rounds=1, epochs_per_round=0, ema_start=0.996)
     trainer = finetune(ToyBackbone(), crops, tracks, cfg)
     first = trainer.logs[0]
     assert first.kind == "heads" and first.steps == 30 * steps_per_epoch(20, cfg)

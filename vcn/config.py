@@ -111,6 +111,9 @@ class SSLConfig:
     # Pairs per step (each pair is 2 crops through student and teacher). 32 rather than 64: twice the updates
     # for the same compute, which matters with a few hundred crops per video.
     batch_size: int = 32
+    # Pairs per forward/backward pass of the full finetune, gradients accumulated over a batch (0 = the whole
+    # batch at once): the same gradient with a quarter of the activation memory (issue 13); raise it on a GPU.
+    micro_batch_pairs: int = 8
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started.
     lr_backbone: float = 1e-4

@@ -7,6 +7,7 @@ loss's centre is all-reduced, so every rank holds identical student, teacher and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -212,12 +213,26 @@ class SelfDistillation:
         """
         with torch.no_grad():
             t_out = self.teacher.head(inputs) if features else self.teacher(inputs)
-        s_out = model(inputs)
         t_a, t_b = t_out.chunk(2)
-        s_a, s_b = s_out.chunk(2)
-        loss = self.loss(t_a, t_b, s_a, s_b)
+        x_a, x_b = inputs.chunk(2)
+        n = len(x_a)
+        # Micro-batches of pairs, gradients accumulated: the loss is a mean of per-pair terms, the centre is
+        # fixed within a step and the backbone keeps its inference statistics, so the gradient equals the whole
+        # batch's while only one micro-batch's activations are held (SFace on 64 crops holds ~3 GB for backward).
+        size = self.cfg.micro_batch_pairs if self.cfg.micro_batch_pairs > 0 and not features else n
+        starts = list(range(0, n, size))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for i in starts:
+            j = min(i + size, n)
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i != starts[-1] \
+                else contextlib.nullcontext()
+            with sync:
+                s_out = model(torch.cat([x_a[i:j], x_b[i:j]]))
+                s_a, s_b = s_out.chunk(2)
+                part = self.loss(t_a[i:j], t_b[i:j], s_a, s_b) * ((j - i) / n)
+                part.backward()
+            total += float(part.detach())
         if self.cfg.clip_grad > 0:
             nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.grad is not None], self.cfg.clip_grad)
         optimizer.step()
@@ -226,7 +241,7 @@ class SelfDistillation:
         self._update_teacher(float(schedule[min(step, len(schedule) - 1)]), head_only=features)
         self.loss.update_center(t_out)
         self.steps_done[kind] = step + 1
-        return float(loss.detach())
+        return total
 
     @torch.no_grad()
     def _update_teacher(self, m: float, head_only: bool = False) -> None:
