@@ -285,17 +285,44 @@ def print_table(name: str, row: dict) -> None:
               f"{r['pcr']:5.2f} {r['nmi']:6.3f} {r['bcubed_f']:6.3f}", flush=True)
 
 
+TABLE_METHODS = ("vcn", "vcn_paper", "vcn_no_finetune", "vcn_both", "vcn_cosine", "hac_once", "hac_best_per_video",
+                 "dbscan", "finch")
+
+
+def markdown_table(results: dict) -> str:
+    """The README's table from a results JSON: a row per video, per method clusters, WCP, PCR, BCubed F."""
+    videos = results.get("videos", {})
+    chosen = results.get("summary", {}).get("hac_threshold_chosen_once")
+    methods = [m if m != "hac_once" else f"hac_{chosen}" for m in TABLE_METHODS]
+    lines = ["| video (identities) | " + " | ".join(methods) + " | AUC base -> finetuned |",
+             "| --- |" + " --- |" * (len(methods) + 1)]
+    for name, v in videos.items():
+        cells = []
+        for method in methods:
+            r = v["methods"].get(method)
+            cells.append("-" if r is None else f"{r['n_clusters']}, {r['wcp']:.2f}, {r['pcr']:.2f}, {r['bcubed_f']:.2f}"
+                         + (f" @{r['threshold']}" if "threshold" in r else ""))
+        auc = v["auc_track_means"]
+        auc_text = "-" if auc["base"] is None else f"{auc['base']:.3f} -> {auc['finetuned']:.3f}"
+        lines.append(f"| {name} ({v['methods']['vcn']['n_identities']}) | " + " | ".join(cells) + f" | {auc_text} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="working folder (episodes, stage-1 outputs)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "clustering.json"))
     parser.add_argument("--videos", default=",".join([*REAL, "hamilton", *EPISODES]))
     parser.add_argument("--timing-only", action="store_true")
+    parser.add_argument("--table", metavar="JSON", help="print the README table from a results file and stop")
     parser.add_argument("--brute-max", type=int, default=1000,
                         help="largest track count also timed by brute force (larger ones are extrapolated)")
     parser.add_argument("--crops-per-track", type=int, default=4)
     parser.add_argument("--k", type=int, default=RunConfig().ssl.head_out)
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
 
     from vcn.models import load_backbone
 

@@ -78,3 +78,13 @@ def test_summary_picks_one_hac_threshold_for_all_videos_and_counts_targets(bench
     vcn = out["methods"]["vcn"]
     assert (vcn["videos_wcp_ge_0.97"], vcn["videos_pcr_0.9_to_1.15"], vcn["videos_f_ge_hac_chosen_once"]) == (1, 1, 1)
     assert vcn["mean_bcubed_f"] == pytest.approx(0.775)
+
+
+def test_markdown_table_has_a_row_per_video_and_the_threshold_chosen_once(bench):
+    r = {"n_clusters": 7, "n_identities": 6, "wcp": 1.0, "pcr": 7 / 6, "bcubed_f": 0.97}
+    video = {"methods": {m: r for m in ("vcn", "hac_0.5")}, "auc_track_means": {"base": 0.9, "finetuned": 0.95}}
+    video["methods"]["hac_best_per_video"] = dict(r, threshold=0.7)
+    text = bench.markdown_table({"videos": {"clip": video}, "summary": {"hac_threshold_chosen_once": 0.5}})
+    header, _, row = text.splitlines()
+    assert "hac_0.5" in header and row.startswith("| clip (6) | 7, 1.00, 1.17, 0.97 |")
+    assert "7, 1.00, 1.17, 0.97 @0.7" in row and row.endswith("| 0.900 -> 0.950 |") and "| - |" in row
