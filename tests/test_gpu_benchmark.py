@@ -54,3 +54,17 @@ def test_torch_detector_finds_what_onnxruntime_finds():
         size = np.minimum(boxes_a[:, 2] - boxes_a[:, 0], boxes_a[:, 3] - boxes_a[:, 1])
         assert (np.abs(boxes_a - boxes_b).max(axis=1) <= 0.03 * size).all()
         assert (np.abs(fa.landmarks[ia] - fb.landmarks[ib]).max(axis=(1, 2)) <= 0.03 * size).all()
+
+
+def test_detector_device_setting_errors_name_the_fix():
+    import torch
+
+    from vcn.errors import VcnError
+    from vcn.models.retinaface import resolve_device
+
+    assert resolve_device("cpu") == "onnxruntime" and resolve_device("torch-cpu") == "cpu"
+    with pytest.raises(VcnError, match=r"detect.device='gpu': choose auto, cpu, cuda"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VcnError, match="no CUDA GPU here; use detect.device=auto or cpu"):
+            resolve_device("cuda:0")

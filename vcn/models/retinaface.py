@@ -73,7 +73,9 @@ def resolve_device(device: str) -> str:
         return "onnxruntime" if "CUDAExecutionProvider" in ort.get_available_providers() or not cuda else "cuda"
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if not (device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()):
+        raise VcnError(f"detect.device={device!r}: choose auto, cpu, cuda, cuda:N or torch-cpu")
+    if not torch.cuda.is_available():
         raise VcnError(f"detect.device={device!r} but torch sees no CUDA GPU here; use detect.device=auto or cpu")
     return device
 
