@@ -1,7 +1,7 @@
 """Nearest clusters of OTHER videos: exact (blocked matrix products) or through a vector index, re-scored exactly.
 
 Up to `exact_limit` index rows the search is exact; above it, candidates come from a faiss inverted-file index
-(IVF-Flat, inner product on unit vectors), and every candidate's similarity is recomputed exactly in float32
+(IVF-Flat, inner product on unit vectors, 4 sqrt(n) lists, an eighth of them probed), and every candidate's similarity is recomputed exactly in float32
 before sorting, so an approximate index can miss a neighbour but never misorder or misscore one.
 benchmarks/persons_scale.py measures the recall of this against the exact search.
 """
@@ -56,7 +56,7 @@ def ivf_neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarra
     train = base[rng.choice(n, min(n, 64 * nlist), replace=False)] if n > 64 * nlist else base
     index.train(np.ascontiguousarray(train, np.float32))
     index.add(np.ascontiguousarray(base, np.float32))
-    index.nprobe = nprobe or max(1, nlist // 32)
+    index.nprobe = nprobe or max(1, nlist // 8)
     # Ask for more than k: the query's own video may hold some of the nearest rows.
     _, found = index.search(np.ascontiguousarray(queries, np.float32), 2 * k)
     return rescore(queries, query_video, base, base_video, found, k)
