@@ -434,6 +434,32 @@ def test_the_index_on_an_s3_server(tmp_path, s3_server):
     assert root.read("persons/LOCK") is None
 
 
+def test_a_catalogue_run_ends_with_the_index_updated(tmp_path):
+    from vcn.catalogue import run_catalogue, video_id_for_relpath
+
+    src = tmp_path / "in"
+    out = tmp_path / "out"
+    for vid, people in CASTS.items():
+        # Videos already processed by an earlier run (the outputs are complete and the sources unchanged), so this
+        # run skips them all and only its last step, the person index, has work to do.
+        video = src / f"{vid}.mp4"
+        video.parent.mkdir(parents=True, exist_ok=True)
+        video.write_bytes(vid.encode() * 100)
+        vid_id = video_id_for_relpath(video.name)
+        folder = write_video(out, vid_id, people, seed=len(people), catalogue=True)
+        st = video.stat()
+        (folder / "source.json").write_text(json.dumps({"uri": str(video), "size": st.st_size, "mtime": st.st_mtime}))
+    lines: list[str] = []
+    report = run_catalogue(str(src), str(out), log=lines.append)
+    assert report.counts == {"done": 0, "skipped": 3, "failed": 0}
+    assert any("person index updated (generation 1): 6 persons" in line for line in lines), lines
+    casts = {f"{vid}.mp4": people for vid, people in CASTS.items()}
+    assert_right_persons(load_persons(str(out)), casts)
+    lines.clear()
+    run_catalogue(str(src), str(out), log=lines.append)                     # the next night: nothing new
+    assert any("person index unchanged (generation 1)" in line for line in lines), lines
+
+
 def test_catalogue_hook_updates_the_index(tmp_path):
     from vcn.catalogue import OutputStore, update_persons_after_run
     from vcn.config import RunConfig
