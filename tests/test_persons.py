@@ -416,6 +416,12 @@ def test_the_index_on_an_s3_server(tmp_path, s3_server):
     assert update_index(uri).removed_videos == ["ep3"]
     state = load_persons(uri)
     assert names_of(state)[ann] == "Ann" and state.videos.num_rows == 2
+    from vcn.persons.page import write_persons_page
+
+    page = write_persons_page(uri, tmp_path / "persons.html").read_text()    # crops fetched from S3
+    assert page.count("<img") == 7 and page.index("Ann") < page.index("Person ")
+    with pytest.raises(VcnError, match="pass --out FILE.html"):
+        write_persons_page(uri)
     keys = [k for k, _ in IndexRoot(uri).list("persons")]
     assert sum(k.startswith("persons/gen-") for k in keys) == 2 * 3          # two generations kept, 3 tables each
     # The lease: one holder at a time; a holder that died frees it when the lease expires.
