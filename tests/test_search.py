@@ -107,9 +107,10 @@ def hamilton_dir(tmp_path_factory) -> Path:
     return clustered_hamilton(tmp_path_factory)
 
 
-# Who is where in the clip (data/README.md): the pianist in profile close-up is shot 1, the performer's
-# close-up shot 2, the audience row (with Obama) shot 3.
-EXPECTED_SHOT = {"lin-manuel-miranda.png": 2, "alex-lacamoire.png": 1, "obama.jpg": 3}
+# Who is where in the clip (data/README.md): the pianist is small in the wide shot 0 (a ~25-px face, kept since
+# the gate takes faces from 16 px) and in profile close-up in shot 1, the performer's close-up is shot 2, the
+# audience row (with Obama) shot 3.
+EXPECTED_SHOTS = {"lin-manuel-miranda.png": {2}, "alex-lacamoire.png": {0, 1}, "obama.jpg": {3}}
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,9 @@ def _top_shots(index, models, photo: str) -> tuple[list, float]:
 def test_reference_photos_find_their_person(hamilton_dir, models):
     index = load_index(hamilton_dir.parent)
     assert index.videos == ["short_hamilton_clip"] and index.model == "sface" and index.backbone == "sface"
-    for photo, shot in EXPECTED_SHOT.items():
+    for photo, shots in EXPECTED_SHOTS.items():
         hits, _ = _top_shots(index, models, photo)
-        assert shot in [a.shot_id for a in hits[0].appearances], (photo, hits[0])
+        assert shots & {a.shot_id for a in hits[0].appearances}, (photo, hits[0])
     # The performer's match is clear, not a coin toss.
     hits, best = _top_shots(index, models, "lin-manuel-miranda.png")
     assert best > 0.6 and hits[1].score < best - 0.2
@@ -153,7 +154,7 @@ def test_catalogue_and_s3_indexes_give_the_same_ranking(hamilton_dir, models, tm
     boto3.client("s3").create_bucket(Bucket="archive")
     upload_folder(cat, "s3://archive/cat")
     s3_index = load_index("s3://archive/cat/")
-    for photo in EXPECTED_SHOT:
+    for photo in EXPECTED_SHOTS:
         expected, _ = _top_shots(folder_index, models, photo)
         for other in (cat_index, s3_index):
             got, _ = _top_shots(other, models, photo)
@@ -199,7 +200,7 @@ def test_cli_search_json(hamilton_dir, capsys):
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["hits"]) == 2 and out["hits"][0]["rank"] == 1
-    assert out["hits"][0]["appearances"][0]["shot_id"] == EXPECTED_SHOT["obama.jpg"]
+    assert out["hits"][0]["appearances"][0]["shot_id"] in EXPECTED_SHOTS["obama.jpg"]
     assert main(["search", str(PHOTOS / "obama.jpg"), "--index", str(hamilton_dir.parent)]) == 0
     assert "1 videos searched" in capsys.readouterr().out
 
