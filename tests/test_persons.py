@@ -351,7 +351,7 @@ def test_two_updaters_at_once_serialise_on_the_lock(tmp_path):
     results = []
     for p in procs:
         out, err = p.communicate(timeout=180)
-        assert p.returncode == 0, err.decode()[-2000:]
+        assert p.returncode == 0, f"exit {p.returncode}: {err.decode()[-2000:]}"
         results.append(json.loads(out.decode().strip().splitlines()[-1]))
     # One linked all three videos; the other waited for it, then found nothing new.
     assert sorted(r["written"] for r in results) == [False, True]
