@@ -331,15 +331,19 @@ def test_a_killed_update_leaves_the_previous_index(tmp_path):
     assert len(gens) == 2                                                   # orphan swept, previous kept
 
 
+# The updater leaves with os._exit once its result is printed: twice in this session's full runs (loaded machine) the
+# interpreter's shutdown aborted in native code ("terminate called without an active exception", exit -6) after
+# the update had finished; the test is about the lock, and that shutdown abort is recorded as an open issue.
 _UPDATER = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
     from vcn.persons import update_index
     start = float(sys.argv[3])
     while time.time() < start:
         time.sleep(0.005)
     r = update_index(sys.argv[2], wait_s=120)
-    print(json.dumps({"gen": r.generation, "added": r.added_videos, "written": r.written}))
+    print(json.dumps({"gen": r.generation, "added": r.added_videos, "written": r.written}), flush=True)
+    os._exit(0)
 """)
 
 
