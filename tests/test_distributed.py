@@ -276,3 +276,9 @@ def test_blocked_pair_matrix_equals_single_process(two_nodes):
     np.testing.assert_array_equal(bj, jj)
     np.testing.assert_array_equal(bk, kk)
     np.testing.assert_allclose(sim, dense[jj, kk], rtol=1e-13)
+    # The "both" reading of the rule goes through the same test in every block.
+    both = np.nonzero(np.triu(dense < np.minimum(thresholds[:, None], thresholds[None, :]), 1))
+    bj, bk, _ = matching_pairs_blocked(p, l, thresholds, block=64, merge_rule="both")
+    assert 0 < len(bj) < len(jj)
+    np.testing.assert_array_equal(bj, both[0])
+    np.testing.assert_array_equal(bk, both[1])

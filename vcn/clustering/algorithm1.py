@@ -68,9 +68,19 @@ def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
 MERGE_RULES = ("either", "both")
 
 
+def pair_matches(sim: np.ndarray, row_thresholds: np.ndarray, col_thresholds: np.ndarray,
+                 merge_rule: str = "either") -> np.ndarray:
+    """Algorithm 1's match test on a block of Sim: Sim[j, k] below max (either) or min (both) of the row
+    cluster's and the column cluster's thresholds. One place for the rule, single-process and in Ray blocks."""
+    if merge_rule not in MERGE_RULES:
+        raise ValueError(f"merge_rule={merge_rule!r}; choose one of {MERGE_RULES}")
+    pair_threshold = np.minimum if merge_rule == "both" else np.maximum
+    return sim < pair_threshold(np.asarray(row_thresholds)[:, None], np.asarray(col_thresholds)[None, :])
+
+
 def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track_of_crop: np.ndarray,
                max_iterations: int = 100, cannot_link: set[tuple[int, int]] | None = None,
-               merge_rule: str = "both") -> Algorithm1Result:
+               merge_rule: str = "either") -> Algorithm1Result:
     """Cluster tracks from per-crop teacher probabilities p [N, K] and student log-probabilities l [N, K].
 
     Start with one cluster per track; clusters j, k match when Sim[j, k] is below their thresholds:
@@ -80,8 +90,6 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
     iteration merges nothing. With `cannot_link` (pairs of track ids that share a frame), matched pairs are
     merged most-similar first and a merge that would put a cannot-link pair in one cluster is skipped.
     """
-    if merge_rule not in MERGE_RULES:
-        raise ValueError(f"merge_rule={merge_rule!r}; choose one of {MERGE_RULES}")
     p = np.asarray(torch.as_tensor(p, dtype=torch.float64))
     l = np.asarray(torch.as_tensor(l, dtype=torch.float64))
     track_of_crop = np.asarray(track_of_crop)
@@ -101,8 +109,7 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
         c_l = np.stack([tl[m].mean(axis=0) for m in members])
         thres = np.array([track_thres[m[0]] if len(m) == 1 else within_set_loss(tp[m], tl[m]) for m in members])
         sim = cluster_pair_losses(c_p, c_l)
-        pair_threshold = np.minimum if merge_rule == "both" else np.maximum
-        match = sim < pair_threshold(thres[:, None], thres[None, :])
+        match = pair_matches(sim, thres, thres, merge_rule)
         np.fill_diagonal(match, False)
         if not match.any():
             break

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcn.clustering.algorithm1 import cluster_pair_losses
+from vcn.clustering.algorithm1 import cluster_pair_losses, pair_matches
 
 
 def block_ranges(n: int, block: int) -> list[tuple[int, int]]:
@@ -27,12 +27,12 @@ def block_losses(p: np.ndarray, l: np.ndarray, rows: tuple[int, int], cols: tupl
     return -0.5 * (pa @ lb.T + (pb @ la.T).T)
 
 
-def _block_task(p, l, rows, cols, thresholds=None):
+def _block_task(p, l, rows, cols, thresholds=None, merge_rule="either"):
     sim = block_losses(p, l, rows, cols)
     if thresholds is None:
         return rows, cols, sim
     t = np.asarray(thresholds)
-    match = sim < np.maximum(t[rows[0]:rows[1], None], t[None, cols[0]:cols[1]])
+    match = pair_matches(sim, t[rows[0]:rows[1]], t[cols[0]:cols[1]], merge_rule)
     if rows == cols:
         match &= np.triu(np.ones_like(match, dtype=bool), 1)  # each unordered pair once, no self pairs
     jj, kk = np.nonzero(match)
@@ -67,8 +67,8 @@ def cluster_pair_losses_blocked(p_means: np.ndarray, l_means: np.ndarray, block:
 
 
 def matching_pairs_blocked(p_means: np.ndarray, l_means: np.ndarray, thresholds: np.ndarray, block: int = 2048,
-                           max_retries: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs j < k with Sim[j, k] < max(Thres_j, Thres_k) (Algorithm 1's match rule), and their Sim values.
+                           max_retries: int = 2, merge_rule: str = "either") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs j < k that Algorithm 1's match rule (`pair_matches`, cluster.merge_rule) accepts, and their Sim values.
 
     The same pairs as thresholding the dense matrix, without ever holding it: each task returns its matches.
     """
@@ -82,11 +82,11 @@ def matching_pairs_blocked(p_means: np.ndarray, l_means: np.ndarray, thresholds:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     blocks = _blocks(n, block)
     if len(blocks) == 1:
-        results = [_block_task(p, l, *blocks[0], thresholds=t)]
+        results = [_block_task(p, l, *blocks[0], thresholds=t, merge_rule=merge_rule)]
     else:
         task = ray.remote(num_cpus=1, max_retries=max_retries)(_block_task)
         p_ref, l_ref, t_ref = ray.put(p), ray.put(l), ray.put(t)
-        results = ray.get([task.remote(p_ref, l_ref, rows, cols, t_ref) for rows, cols in blocks])
+        results = ray.get([task.remote(p_ref, l_ref, rows, cols, t_ref, merge_rule) for rows, cols in blocks])
     jj = np.concatenate([r[2][0] for r in results]).astype(np.int64)
     kk = np.concatenate([r[2][1] for r in results]).astype(np.int64)
     sim = np.concatenate([r[2][2] for r in results])
