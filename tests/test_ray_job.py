@@ -22,7 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.ports import free_ports
+from tests.ports import free_ports, worker_port_range
 from vcn import storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def ray_head():
            "RAY_memory_monitor_refresh_ms": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard, client, agent, agent_grpc, metrics, runtime_env, node_manager, object_manager = free_ports(9)
-    worker_low = 20000 + (os.getpid() % 200) * 100
+    worker_low, worker_high = worker_port_range()
     temp_dir = tempfile.mkdtemp(prefix="/tmp/vcnray")  # short: Ray's unix socket paths must fit 107 bytes
     cmd = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
@@ -50,7 +50,7 @@ def ray_head():
            "--dashboard-agent-grpc-port", str(agent_grpc), "--metrics-export-port", str(metrics),
            "--runtime-env-agent-port", str(runtime_env), "--node-manager-port", str(node_manager),
            "--object-manager-port", str(object_manager), "--min-worker-port", str(worker_low),
-           "--max-worker-port", str(worker_low + 99), "--num-cpus", "2", "--temp-dir", temp_dir,
+           "--max-worker-port", str(worker_high), "--num-cpus", "2", "--temp-dir", temp_dir,
            "--disable-usage-stats"]
     log = open(Path(temp_dir) / "head.log", "w")
     head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
