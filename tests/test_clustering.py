@@ -62,9 +62,11 @@ def test_within_set_loss_is_the_mean_over_distinct_pairs():
     assert within_set_loss(p[:1], l[:1]) == pytest.approx(_s(p, l, 0, 0))
 
 
-def _brute_algorithm1(p, l, track_of_crop, cannot=(), merge_rule="both"):
+def _brute_algorithm1(p, l, track_of_crop, cannot=(), merge_rule="both", merge_order="all"):
+    """Algorithm 1 written out with explicit pair enumeration (no bilinear shortcut, no union-find library).
+
+    merge_order "best_first": each iteration merges only the matched pair (not cannot-linked) of lowest Sim."""
     pair_threshold = min if merge_rule == "both" else max
-    """Algorithm 1 written out with explicit pair enumeration (no bilinear shortcut, no union-find library)."""
     ids = sorted(set(track_of_crop.tolist()))
     crops = {t: np.flatnonzero(track_of_crop == t) for t in ids}
 
@@ -97,6 +99,14 @@ def _brute_algorithm1(p, l, track_of_crop, cannot=(), merge_rule="both"):
         n = len(clusters)
         edges = [(i, j) for i in range(n) for j in range(i + 1, n)
                  if sim(clusters[i], clusters[j]) < pair_threshold(thr[i], thr[j])]
+        if merge_order == "best_first":
+            edges = [(i, j) for i, j in edges
+                     if not any((a, b) in cannot or (b, a) in cannot for a in clusters[i] for b in clusters[j])]
+            if not edges:
+                break
+            i, j = min(edges, key=lambda e: sim(clusters[e[0]], clusters[e[1]]))
+            clusters = [c for k, c in enumerate(clusters) if k not in (i, j)] + [sorted(clusters[i] + clusters[j])]
+            continue
         if not edges:
             break
         parent = list(range(n))
@@ -115,9 +125,10 @@ def _brute_algorithm1(p, l, track_of_crop, cannot=(), merge_rule="both"):
     return {t: min(c) for c in clusters for t in c}
 
 
+@pytest.mark.parametrize("merge_order", ["all", "best_first"])
 @pytest.mark.parametrize("merge_rule", ["both", "either"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_algorithm1_equals_brute_force_enumeration(seed, merge_rule):
+def test_algorithm1_equals_brute_force_enumeration(seed, merge_rule, merge_order):
     rng = np.random.default_rng(seed)
     # 3 identities, 9 tracks of 1-5 crops: head outputs near an identity centre.
     centres = rng.normal(scale=2.0, size=(3, 10))
@@ -131,8 +142,10 @@ def test_algorithm1_equals_brute_force_enumeration(seed, merge_rule):
     p = F.softmax(z / 0.5, -1).numpy()
     l = F.log_softmax(z / 0.7, -1).numpy()
     tracks = np.array(tracks)
-    result = algorithm1(p, l, tracks, merge_rule=merge_rule)
-    brute = _brute_algorithm1(p, l, tracks, merge_rule=merge_rule)
+    # best_first checks cannot-link itself in the reference; "all" has its own cannot-link test below.
+    cannot = {(0, 3), (4, 8)} if merge_order == "best_first" else set()
+    result = algorithm1(p, l, tracks, merge_rule=merge_rule, merge_order=merge_order, cannot_link=cannot)
+    brute = _brute_algorithm1(p, l, tracks, cannot, merge_rule=merge_rule, merge_order=merge_order)
     fast = {int(t): int(c) for t, c in zip(result.track_ids, result.labels)}
     # Same partition (labels may be named differently).
     assert {frozenset(t for t in fast if fast[t] == c) for c in set(fast.values())} == \
@@ -174,18 +187,45 @@ def test_either_rule_merges_when_only_the_looser_track_accepts_and_both_rule_doe
         algorithm1(p, l, tracks, merge_rule="neither")
 
 
-def test_cannot_link_keeps_co_occurring_tracks_apart_even_transitively():
+@pytest.mark.parametrize("merge_order", ["all", "best_first"])
+def test_cannot_link_keeps_co_occurring_tracks_apart_even_transitively(merge_order):
     rng = np.random.default_rng(6)
     c = rng.normal(scale=3.0, size=8)
     rows = [c + rng.normal(scale=0.5, size=8) for _ in range(15)]
     tracks = np.repeat([10, 11, 12], 5)
     z = torch.from_numpy(np.array(rows))
     p, l = F.softmax(z / 0.3, -1), F.log_softmax(z / 0.5, -1)
-    assert len(set(algorithm1(p, l, tracks).labels.tolist())) == 1
-    r = algorithm1(p, l, tracks, cannot_link={(10, 12)})
+    assert len(set(algorithm1(p, l, tracks, merge_order=merge_order).labels.tolist())) == 1
+    r = algorithm1(p, l, tracks, cannot_link={(10, 12)}, merge_order=merge_order)
     lab = dict(zip(r.track_ids.tolist(), r.labels.tolist()))
     assert lab[10] != lab[12]
     assert len(set(lab.values())) == 2     # 11 joins one of them
+
+
+def test_best_first_stops_loose_tracks_chaining_identities_together():
+    # 3 identities; each has a tight track and a loose one (4x the spread, so a high threshold that accepts
+    # other people under "either"). Merging every matched pair at once chains identities through the loose
+    # tracks; one merge at a time, re-judging the merged cluster, keeps them apart far more often.
+    recovered = {"all": 0, "best_first": 0}
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        centres = rng.normal(scale=2.0, size=(3, 8))
+        rows, tracks = [], []
+        for t in range(6):
+            for _ in range(3):
+                rows.append(centres[t % 3] + rng.normal(scale=2.0 if t >= 3 else 0.5, size=8))
+                tracks.append(t)
+        z = torch.from_numpy(np.array(rows))
+        p, l = F.softmax(z / 0.3, -1), F.log_softmax(z / 0.5, -1)
+        for order in recovered:
+            labels = algorithm1(p, l, np.array(tracks), merge_rule="either", merge_order=order).labels.tolist()
+            recovered[order] += labels == [0, 1, 2, 0, 1, 2]
+    assert recovered["best_first"] >= 15 and recovered["all"] <= 5, recovered
+
+
+def test_unknown_merge_order_is_refused():
+    with pytest.raises(ValueError, match="merge_order"):
+        algorithm1(np.ones((2, 2)) / 2, np.log(np.ones((2, 2)) / 2), np.array([0, 1]), merge_order="random")
 
 
 def test_cooccurring_pairs_from_shared_frames():

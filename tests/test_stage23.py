@@ -392,3 +392,12 @@ def test_degenerate_videos_give_valid_clusters(preset):
     clusters, embeddings, _ = finetune_and_cluster(table, ToyBackbone(), cfg(), "v")
     assert _valid_clusters(clusters, [0, 1]) == {0: -1, 1: -1}
     assert set(clusters.column("reason").to_pylist()) == {"too_blurred"} and embeddings.num_rows == 0
+
+
+@pytest.mark.parametrize("setting", ["merge_rule=neither", "merge_order=random", "metric=euclid", "method=kmeans"])
+def test_unknown_cluster_setting_is_refused_by_name_before_any_work(setting):
+    name, value = setting.split("=")
+    cfg = RunConfig.load(None, [f"cluster.{setting}"])
+    images = [np.full((112, 112, 3), 100, np.uint8)] * 2
+    with pytest.raises(VcnError, match=f"cluster.{name}={value!r} is unknown; choose one of"):
+        finetune_and_cluster(crops_table(images, [0, 1]), ToyBackbone(), cfg, "v")

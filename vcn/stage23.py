@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from vcn.clustering import MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
+from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.matching import MATCH_METHODS, find_matches
@@ -112,10 +112,13 @@ def _check_method(cfg: RunConfig) -> None:
     if cfg.cluster.method not in METHODS:
         raise VcnError(f"cluster.method={cfg.cluster.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if cfg.cluster.metric not in ("loss", "cosine"):
-        raise VcnError(f"cluster.metric={cfg.cluster.metric!r} is unknown; choose loss or cosine")
+        raise VcnError(f"cluster.metric={cfg.cluster.metric!r} is unknown; choose one of loss, cosine")
     if cfg.cluster.merge_rule not in MERGE_RULES:
         raise VcnError(f"cluster.merge_rule={cfg.cluster.merge_rule!r} is unknown; choose one of "
                        f"{', '.join(MERGE_RULES)}")
+    if cfg.cluster.merge_order not in MERGE_ORDERS:
+        raise VcnError(f"cluster.merge_order={cfg.cluster.merge_order!r} is unknown; choose one of "
+                       f"{', '.join(MERGE_ORDERS)}")
     if cfg.match.method not in MATCH_METHODS:
         raise VcnError(f"match.method={cfg.match.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
 
@@ -129,7 +132,8 @@ def _labels_for_tracks(method: str, cfg: RunConfig, track_of_crop: np.ndarray, e
     if method == "vcn":
         if cfg.cluster.metric == "cosine":
             p, l = (torch.as_tensor(v) for v in cosine_vectors(embeddings))
-        result = algorithm1(p, l, track_of_crop, cfg.cluster.max_iterations, cannot_link, cfg.cluster.merge_rule)
+        result = algorithm1(p, l, track_of_crop, cfg.cluster.max_iterations, cannot_link, cfg.cluster.merge_rule,
+                            cfg.cluster.merge_order)
         return dict(zip(result.track_ids.tolist(), result.labels.tolist()))
     ids, labels = cluster_with_baseline(method, embeddings, track_of_crop, cfg.cluster)
     return dict(zip(ids.tolist(), labels.tolist()))

@@ -66,6 +66,10 @@ def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
 
 
 MERGE_RULES = ("either", "both")
+# all: every matched pair of an iteration merges at once, transitively (the paper's Algorithm 1);
+# best_first: one merge per iteration, the matched pair with the lowest Sim, then the merged cluster's Sim row
+# and threshold are recomputed before the next (a cluster that grew is judged as it now is, not as it was).
+MERGE_ORDERS = ("all", "best_first")
 
 
 def pair_matches(sim: np.ndarray, row_thresholds: np.ndarray, col_thresholds: np.ndarray,
@@ -80,7 +84,7 @@ def pair_matches(sim: np.ndarray, row_thresholds: np.ndarray, col_thresholds: np
 
 def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track_of_crop: np.ndarray,
                max_iterations: int = 100, cannot_link: set[tuple[int, int]] | None = None,
-               merge_rule: str = "either") -> Algorithm1Result:
+               merge_rule: str = "either", merge_order: str = "all") -> Algorithm1Result:
     """Cluster tracks from per-crop teacher probabilities p [N, K] and student log-probabilities l [N, K].
 
     Start with one cluster per track; clusters j, k match when Sim[j, k] is below their thresholds:
@@ -89,7 +93,11 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
     matched pairs merge transitively (connected components); thresholds are recomputed; repeat until an
     iteration merges nothing. With `cannot_link` (pairs of track ids that share a frame), matched pairs are
     merged most-similar first and a merge that would put a cannot-link pair in one cluster is skipped.
+    merge_order "best_first" merges one pair per iteration instead (`_best_first`; max_iterations does not
+    bound it: it stops when no pair matches).
     """
+    if merge_order not in MERGE_ORDERS:
+        raise ValueError(f"merge_order={merge_order!r}; choose one of {MERGE_ORDERS}")
     p = np.asarray(torch.as_tensor(p, dtype=torch.float64))
     l = np.asarray(torch.as_tensor(l, dtype=torch.float64))
     track_of_crop = np.asarray(track_of_crop)
@@ -101,6 +109,9 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
     i, j = pair_positions(ids, cannot_link)
     conflicts[i, j] = conflicts[j, i] = True
 
+    if merge_order == "best_first":
+        members, history = _best_first(tp, tl, track_thres, conflicts, merge_rule)
+        return _result(ids, members, len(history) - 1, history)
     members: list[np.ndarray] = [np.array([t]) for t in range(n_tracks)]
     history = [n_tracks]
     merged_iterations = 0
@@ -125,11 +136,50 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
         members = [np.sort(np.concatenate([members[g] for g in group])) for group in groups]
         merged_iterations += 1
         history.append(len(members))
+    return _result(ids, members, merged_iterations, history)
 
-    labels = np.zeros(n_tracks, dtype=np.int64)
+
+def _result(ids: np.ndarray, members: list[np.ndarray], iterations: int, history: list[int]) -> Algorithm1Result:
+    labels = np.zeros(len(ids), dtype=np.int64)
     for c, m in enumerate(sorted(members, key=lambda m: int(m[0]))):
         labels[m] = c
-    return Algorithm1Result(ids.astype(np.int64), labels, merged_iterations, history)
+    return Algorithm1Result(ids.astype(np.int64), labels, iterations, history)
+
+
+def _best_first(tp: np.ndarray, tl: np.ndarray, track_thres: np.ndarray, conflicts: np.ndarray,
+                merge_rule: str) -> tuple[list[np.ndarray], list[int]]:
+    """Merge the matched, allowed pair with the lowest Sim, update that cluster's row, repeat until none matches.
+
+    Each merge changes one cluster: its mean vectors, threshold, Sim row and cannot-link row are recomputed
+    (O(C K) per merge), so the whole run costs about one Sim matrix per merged track rather than per iteration.
+    """
+    n = len(tp)
+    members: list[np.ndarray | None] = [np.array([t]) for t in range(n)]
+    c_p, c_l = tp.copy(), tl.copy()
+    thres = track_thres.astype(np.float64).copy()
+    sim = cluster_pair_losses(c_p, c_l)
+    blocked = conflicts.copy()
+    alive = np.ones(n, dtype=bool)
+    history = [n]
+    while alive.sum() > 1:
+        match = pair_matches(sim, thres, thres, merge_rule) & ~blocked
+        match &= alive[:, None] & alive[None, :]
+        match = np.triu(match, 1)
+        if not match.any():
+            break
+        jj, kk = np.nonzero(match)
+        best = int(np.argmin(sim[jj, kk]))
+        a, b = int(jj[best]), int(kk[best])
+        members[a] = np.sort(np.concatenate([members[a], members[b]]))
+        members[b], alive[b] = None, False
+        m = members[a]
+        c_p[a], c_l[a] = tp[m].mean(axis=0), tl[m].mean(axis=0)
+        thres[a] = within_set_loss(tp[m], tl[m])
+        row = -0.5 * (c_p @ c_l[a] + c_l @ c_p[a])
+        sim[a, :], sim[:, a] = row, row
+        blocked[a, :] = blocked[:, a] = blocked[a] | blocked[b]
+        history.append(int(alive.sum()))
+    return [m for m in members if m is not None], history
 
 
 def _merge_with_cannot_link(members: list[np.ndarray], match: np.ndarray, sim: np.ndarray,
