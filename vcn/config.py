@@ -105,6 +105,14 @@ class SSLConfig:
     # Measured only together with the other default changes (README "Accuracy"), not on its own.
     warmup_epochs: int = 10
     warmup_views: int = 4
+    # Which backbone weights the full finetune trains: "all" (the paper) or "tail": the backbone is cut at its
+    # narrowest single-tensor point that leaves at least half of its weights after it (vcn/ssl/split.py; SFace:
+    # after conv_13's depthwise layer, 83% of the weights), the frozen trunk runs once per crop and augmented view
+    # for the whole finetune, and every step trains only tail and head. "tail" makes stage 2 2-3x cheaper on a
+    # CPU (full rounds ~12x) but measured lower (mean BCubed F 0.87 against 0.90 on the 8 labelled videos, the
+    # sitcom split into 10 clusters instead of 7; 4 epochs per round did not recover it): "all" stays the
+    # default (README "Accuracy", benchmarks/clustering.py's vcn_tail row). Backbones without a graph train "all".
+    backbone_layers: str = "all"
     # Full finetuning epochs per round: the CPU cost (one epoch of 300 crops is ~600 student forward+backward
     # and ~600 teacher forward passes of SFace). 1 keeps a 30-track x 10-crop video within a few minutes.
     epochs_per_round: int = 1
@@ -112,8 +120,10 @@ class SSLConfig:
     # for the same compute, which matters with a few hundred crops per video.
     batch_size: int = 32
     # Pairs per forward/backward pass of the full finetune, gradients accumulated over a batch (0 = the whole
-    # batch at once): the same gradient with a quarter of the activation memory (issue 13); raise it on a GPU.
-    micro_batch_pairs: int = 8
+    # batch at once): the same gradient with less activation memory (issue 13). SFace keeps 62 MB of activations
+    # per crop for backward: on the sitcom, stage 2 peaked at 2,843 MiB with 8 pairs and 2,034 MiB with 2, for
+    # 14% more time per full round. Raise it on a GPU.
+    micro_batch_pairs: int = 2
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started.
     lr_backbone: float = 1e-4

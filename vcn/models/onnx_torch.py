@@ -182,6 +182,14 @@ def make_prelu_slopes_trainable(net: torch.fx.GraphModule) -> int:
     return count
 
 
+def prepare_crops(crops: torch.Tensor, swap_rb: bool, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """BGR float 0..255 crops -> the converted network's input: channel order swapped if asked, then scaled."""
+    x = crops.flip(1) if swap_rb else crops
+    if mean != 0.0 or std != 1.0:
+        x = (x - mean) / std
+    return x
+
+
 class OnnxBackbone(torch.nn.Module):
     """A converted face-ID network behind the backbone contract: BGR float 0..255 [B,3,112,112] in, embedding out."""
 
@@ -196,11 +204,11 @@ class OnnxBackbone(torch.nn.Module):
         self.mean = mean
         self.std = std
 
+    def prepare(self, crops: torch.Tensor) -> torch.Tensor:
+        return prepare_crops(crops, self.swap_rb, self.mean, self.std)
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = crops.flip(1) if self.swap_rb else crops
-        if self.mean != 0.0 or self.std != 1.0:
-            x = (x - self.mean) / self.std
-        return self.net(x)
+        return self.net(self.prepare(crops))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, version={self.version!r}, embedding_dim={self.embedding_dim}, swap_rb={self.swap_rb}"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcn.ssl.split import split_backbone
+
 
 class ProjectionHead(nn.Module):
     """3-layer MLP -> L2-normalised bottleneck -> weight-normalised linear layer to K outputs (METHOD.md stage 2).
@@ -36,15 +38,28 @@ class ProjectionHead(nn.Module):
 
 
 class BackboneWithHead(nn.Module):
-    """A face-ID backbone (BGR 0..255 crops -> embedding) followed by a projection head."""
+    """A face-ID backbone (BGR 0..255 crops -> embedding) followed by a projection head.
 
-    def __init__(self, backbone: nn.Module, head: ProjectionHead):
+    With `tail` set, the backbone is trunk then tail (vcn.ssl.split): the trunk is frozen and only the tail
+    finetunes; `from_trunk` runs tail and head on the trunk's output.
+    """
+
+    def __init__(self, backbone: nn.Module, head: ProjectionHead, tail: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.from_trunk = nn.Sequential(tail, head) if tail is not None else None
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(crops))
+
+    @property
+    def split(self) -> bool:
+        return self.from_trunk is not None
+
+    def trainable_backbone(self) -> list[nn.Parameter]:
+        """The backbone weights finetuning may change: the tail's when split, else all of them."""
+        return list((self.from_trunk[0] if self.split else self.backbone).parameters())
 
     def train(self, mode: bool = True) -> "BackboneWithHead":
         # The backbone always runs with its inference statistics: a video gives a few hundred crops, too few
@@ -63,15 +78,25 @@ def make_head(in_dim: int, hidden: int, bottleneck: int, out_dim: int, seed: int
 
 
 def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, out_dim: int,
-                             seed: int = 0) -> tuple[BackboneWithHead, BackboneWithHead]:
+                             seed: int = 0, tail_only: bool = False) -> tuple[BackboneWithHead, BackboneWithHead]:
     """Student = a copy of the backbone + a fresh head (seeded); teacher = a frozen copy of the student.
 
+    tail_only: split the copy into a frozen trunk and a trainable tail (vcn.ssl.split) where the backbone allows
+    it (a converted ONNX graph); otherwise, or when False, the whole backbone trains.
     The caller's backbone is never modified, so one loaded model can serve many videos.
     """
     head = make_head(int(getattr(backbone, "embedding_dim")), hidden, bottleneck, out_dim, seed)
-    student = BackboneWithHead(copy.deepcopy(backbone), head)
+    own = copy.deepcopy(backbone)
+    split = split_backbone(own) if tail_only else None
+    if split is None:
+        student = BackboneWithHead(own, head)
+    else:
+        student = BackboneWithHead(nn.Sequential(split.trunk, split.tail), head, split.tail)
     for p in student.parameters():
         p.requires_grad_(True)
+    if split is not None:
+        for p in split.trunk.parameters():
+            p.requires_grad_(False)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)

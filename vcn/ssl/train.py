@@ -20,11 +20,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vcn.config import SSLConfig
+from vcn.errors import VcnError
 from vcn.ssl.augment import augment_crops
 from vcn.ssl.head import BackboneWithHead, make_student_and_teacher
 from vcn.ssl.loss import DinoLoss, student_log_probs, teacher_probs
 from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
+# ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
+BACKBONE_LAYERS = ("tail", "all")
 # track_id -> the track ids it matched (METHOD.md coarse matching); computed from the teacher between rounds.
 Matches = dict[int, list[int]]
 
@@ -120,13 +123,18 @@ class SelfDistillation:
     steps_done: dict[str, int] = field(default_factory=lambda: {"heads": 0, "full": 0})
     backbones_equal: bool = True             # teacher and student backbones hold the same weights
     logs: list[RoundLog] = field(default_factory=list)
+    trunk_views: torch.Tensor | None = None  # split backbone: trunk outputs of the augmented views [V, N, ...]
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
         _, world = _distributed()
+        if cfg.backbone_layers not in BACKBONE_LAYERS:
+            raise VcnError(f"ssl.backbone_layers={cfg.backbone_layers!r} is unknown; choose one of "
+                           f"{', '.join(BACKBONE_LAYERS)}")
         device = resolve_device(cfg.device)
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
-                                                    cfg.head_out, seed=cfg.seed)
+                                                    cfg.head_out, seed=cfg.seed,
+                                                    tail_only=cfg.backbone_layers == "tail")
         loss = DinoLoss(cfg.head_out, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum)
         spe = steps_per_epoch(n_crops, cfg, world)
         momentum = {kind: ema_momentum_schedule(spe * sum(p.epochs for p in training_plan(cfg) if p.kind == kind),
@@ -138,20 +146,32 @@ class SelfDistillation:
                     matches: Matches, rng: np.random.Generator, aug_gen: torch.Generator) -> RoundLog:
         """Train `phase.epochs` epochs; each epoch draws fresh pairs (within tracks or across `matches`).
 
-        Warm-up ('heads') with teacher and student backbones still equal: the frozen backbone runs once per
-        crop for each of cfg.warmup_views augmented views, and the heads then train on those cached
-        features (each pair side picks a random view), so the warm-up costs a few backbone passes however
-        many epochs it has. The 'full' phase augments afresh and runs both networks at every step.
+        Whole backbone: the warm-up ('heads', teacher and student backbones still equal) runs the frozen backbone
+        once per crop for each of cfg.warmup_views augmented views and trains the heads on those cached features
+        (each pair side picks a random view); the 'full' phase augments afresh and runs both networks at every
+        step. Split backbone (ssl.backbone_layers = tail): the frozen trunk runs once per crop and view for the
+        whole finetune; the warm-up trains the heads on the tail's output of those views, and the 'full' phase
+        trains tail and head on them, so no step runs the trunk.
         """
         cfg = self.cfg
         rank, world = _distributed()
         t0 = time.perf_counter()
         train_backbone = phase.kind == "full"
-        for p in self.student.backbone.parameters():
+        split = self.student.split
+        for p in self.student.trainable_backbone():
             p.requires_grad_(train_backbone)
-        cached = not train_backbone and self.backbones_equal
-        views = self._augmented_features(crops_uint8, aug_gen) if cached else None
-        model: nn.Module = self.student.head if cached else self.student
+        features = not train_backbone and self.backbones_equal   # heads only, on cached backbone features
+        if split and self.trunk_views is None:
+            self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16)
+        if features:
+            views = (self._tail_of_views() if split
+                     else self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32))
+            model, teacher = self.student.head, self.teacher.head
+        elif split:
+            views = self.trunk_views
+            model, teacher = self.student.from_trunk, self.teacher.from_trunk
+        else:
+            views, model, teacher = None, self.student, self.teacher
         if world > 1:
             # DDP records which parameters need gradients when it wraps the module: wrap per phase.
             model = DistributedDataParallel(model)
@@ -171,14 +191,16 @@ class SelfDistillation:
                 if views is not None:
                     va = torch.randint(len(views), (len(ia),), generator=aug_gen)
                     vb = torch.randint(len(views), (len(ib),), generator=aug_gen)
-                    inputs = torch.cat([views[va, ia], views[vb, ib]]).to(self.device)
+                    inputs = torch.cat([views[va, ia], views[vb, ib]]).to(self.device, torch.float32)
                 else:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
                     inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
-                losses.append(self._train_step(model, optimizer, inputs, phase.kind, features=views is not None))
+                # Micro-batches only where whole-backbone activations are held for backward.
+                micro = views is None
+                losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro))
         if train_backbone:
             self.backbones_equal = False
-        for p in self.student.backbone.parameters():
+        for p in self.student.trainable_backbone():
             p.requires_grad_(True)
         log = RoundLog(phase.round, phase.kind, phase.epochs, len(losses),
                        float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0)
@@ -186,8 +208,11 @@ class SelfDistillation:
         return log
 
     @torch.no_grad()
-    def _augmented_features(self, crops_uint8: torch.Tensor, aug_gen: torch.Generator) -> torch.Tensor:
-        """Backbone features of cfg.warmup_views augmented views of every crop: [V, N, d] on the CPU."""
+    def _augmented_views(self, network: nn.Module, crops_uint8: torch.Tensor, aug_gen: torch.Generator,
+                         dtype: torch.dtype) -> torch.Tensor:
+        """`network`'s outputs on cfg.warmup_views augmented views of every crop: [V, N, ...] on the CPU.
+
+        The trunk's outputs are kept in float16 (half the memory of float32; they are inputs to training steps)."""
         cfg = self.cfg
         views = []
         for _ in range(max(1, cfg.warmup_views)):
@@ -195,31 +220,40 @@ class SelfDistillation:
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
                 x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
                                   cfg.max_rotation_deg, cfg.max_colour_shift)
-                out.append(self.student.backbone(x).float().cpu())
+                out.append(network(x).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
+
+    @torch.no_grad()
+    def _tail_of_views(self) -> torch.Tensor:
+        """The (still frozen) tail's embeddings of the cached trunk views: the warm-up's inputs [V, N, d]."""
+        tail = self.student.from_trunk[0]
+        batch = self.cfg.eval_batch_size
+        return torch.stack([torch.cat([tail(v[i:i + batch].to(self.device, torch.float32)).float().cpu()
+                                       for i in range(0, len(v), batch)]) for v in self.trunk_views])
 
     def _optimizer(self, train_backbone: bool) -> torch.optim.Optimizer:
         groups = [{"params": list(self.student.head.parameters()), "lr": self.cfg.lr_head}]
         if train_backbone:
-            groups.append({"params": list(self.student.backbone.parameters()), "lr": self.cfg.lr_backbone})
+            groups.append({"params": self.student.trainable_backbone(), "lr": self.cfg.lr_backbone})
         return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
 
-    def _train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, kind: str,
-                    features: bool) -> float:
+    def _train_step(self, model: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
+                    inputs: torch.Tensor, kind: str, micro: bool) -> float:
         """One step on a batch whose first half are the pairs' a sides and second half their b sides.
 
-        `inputs` are backbone features (heads only; teacher and student backbones equal) or augmented crops.
+        `model` is the student's trained part (possibly DDP-wrapped) and `teacher` its counterpart, both fed
+        `inputs`: augmented crops (whole networks), trunk outputs (tail and head) or backbone features (heads).
         """
         with torch.no_grad():
-            t_out = self.teacher.head(inputs) if features else self.teacher(inputs)
+            t_out = teacher(inputs)
         t_a, t_b = t_out.chunk(2)
         x_a, x_b = inputs.chunk(2)
         n = len(x_a)
         # Micro-batches of pairs, gradients accumulated: the loss is a mean of per-pair terms, the centre is
         # fixed within a step and the backbone keeps its inference statistics, so the gradient equals the whole
         # batch's while only one micro-batch's activations are held (SFace on 64 crops holds ~3 GB for backward).
-        size = self.cfg.micro_batch_pairs if self.cfg.micro_batch_pairs > 0 and not features else n
+        size = self.cfg.micro_batch_pairs if self.cfg.micro_batch_pairs > 0 and micro else n
         starts = list(range(0, n, size))
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
@@ -238,14 +272,15 @@ class SelfDistillation:
         optimizer.step()
         schedule = self.momentum[kind]
         step = self.steps_done[kind]
-        self._update_teacher(float(schedule[min(step, len(schedule) - 1)]), head_only=features)
+        self._update_teacher(float(schedule[min(step, len(schedule) - 1)]), teacher,
+                             model.module if isinstance(model, DistributedDataParallel) else model)
         self.loss.update_center(t_out)
         self.steps_done[kind] = step + 1
         return total
 
     @torch.no_grad()
-    def _update_teacher(self, m: float, head_only: bool = False) -> None:
-        teacher, student = (self.teacher.head, self.student.head) if head_only else (self.teacher, self.student)
+    def _update_teacher(self, m: float, teacher: nn.Module, student: nn.Module) -> None:
+        """teacher <- m teacher + (1 - m) student, over the trained part's parameters."""
         t_params = list(teacher.parameters())
         s_params = [p.detach() for p in student.parameters()]
         torch._foreach_mul_(t_params, m)

@@ -1,0 +1,103 @@
+"""Tail-only finetuning: a frozen trunk and a trainable tail (vcn.ssl.split, ssl.backbone_layers=tail)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+
+from tests.test_ssl import ToyBackbone, small_cfg, toy_crops
+from vcn.errors import VcnError
+from vcn.models.onnx_torch import OnnxBackbone
+from vcn.ssl import finetune, make_student_and_teacher
+from vcn.ssl.split import MIN_TAIL_PARAMETER_SHARE, split_backbone
+
+
+def graph_backbone(seed: int = 0) -> OnnxBackbone:
+    """A small backbone shaped like a converted ONNX model: an fx graph behind the OnnxBackbone contract."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1),
+                        nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 16))
+    return OnnxBackbone(fx.symbolic_trace(net.eval()), name="graph-toy", version="1", embedding_dim=16,
+                        swap_rb=True, mean=127.5, std=128.0)
+
+
+def test_sface_is_cut_at_its_narrowest_point_and_trunk_then_tail_is_the_whole_network():
+    from vcn.models import load_backbone
+
+    sface = load_backbone("sface").eval()
+    split = split_backbone(copy.deepcopy(sface))
+    # After conv_13's depthwise layer: 512x7x7 (25,088 numbers), with 83% of the weights after it.
+    assert split.cut_shape == (512, 7, 7)
+    assert split.tail_parameter_share >= MIN_TAIL_PARAMETER_SHARE
+    x = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(split.tail(split.trunk(x)), sface(x), rtol=1e-4, atol=1e-5)
+
+
+def test_split_needs_a_graph_and_a_tail_with_half_the_weights():
+    assert split_backbone(ToyBackbone()) is None                     # a plain module: nothing to cut
+    split = split_backbone(graph_backbone())
+    # The narrowest single-tensor point before at least half of the weights: the 4x4x4 pooled map (64 numbers).
+    assert split.cut_shape == (4, 4, 4)
+    assert split.tail_parameter_share >= MIN_TAIL_PARAMETER_SHARE
+
+
+def test_student_trains_only_the_tail_and_the_caller_backbone_is_untouched():
+    backbone = graph_backbone()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    student, teacher = make_student_and_teacher(backbone, 32, 8, 64, tail_only=True)
+    assert student.split and teacher.split
+    trunk, tail = student.backbone[0], student.backbone[1]
+    assert not any(p.requires_grad for p in trunk.parameters())
+    assert {id(p) for p in student.trainable_backbone()} == {id(p) for p in tail.parameters()}
+    crops, tracks = toy_crops()
+    trainer = finetune(backbone, crops, tracks, small_cfg(rounds=2, backbone_layers="tail"))
+    s_trunk, s_tail = trainer.student.backbone[0], trainer.student.backbone[1]
+    t_trunk, t_tail = trainer.teacher.backbone[0], trainer.teacher.backbone[1]
+    fresh = split_backbone(graph_backbone())
+    for a, b, c in zip(s_trunk.parameters(), t_trunk.parameters(), fresh.trunk.parameters()):
+        assert torch.equal(a, c) and torch.equal(b, c)                # trunk frozen in both networks
+    assert any(not torch.equal(a, c) for a, c in zip(s_tail.parameters(), fresh.tail.parameters()))
+    assert any(not torch.equal(a, c) for a, c in zip(t_tail.parameters(), fresh.tail.parameters()))  # EMA moved
+    assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items())
+
+
+def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
+    crops, tracks = toy_crops()
+    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers="tail")
+    seen = []
+    original = make_student_and_teacher
+
+    def counting(*args, **kwargs):
+        student, teacher = original(*args, **kwargs)
+        student.backbone[0].register_forward_hook(lambda module, inputs, out: seen.append(len(out)))
+        return student, teacher
+
+    import vcn.ssl.train as train
+
+    train.make_student_and_teacher, saved = counting, train.make_student_and_teacher
+    try:
+        trainer = finetune(graph_backbone(), crops, tracks, cfg)
+    finally:
+        train.make_student_and_teacher = saved
+    assert sum(seen) == cfg.warmup_views * len(crops)
+    assert trainer.trunk_views.shape[:2] == (cfg.warmup_views, len(crops))
+    assert trainer.trunk_views.dtype == torch.float16
+    assert [log.kind for log in trainer.logs] == ["heads", "full", "full", "full"]
+
+
+def test_whole_backbone_and_unknown_setting():
+    crops, tracks = toy_crops()
+    whole = finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="all"))
+    assert not whole.student.split and whole.trunk_views is None
+    fresh = graph_backbone()
+    # Every layer may move, the first convolution included.
+    assert not torch.equal(whole.student.backbone.net.get_submodule("0").weight, fresh.net.get_submodule("0").weight)
+    with pytest.raises(VcnError, match="ssl.backbone_layers='some' is unknown; choose one of tail, all"):
+        finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="some"))
+    assert np.isfinite([log.mean_loss for log in whole.logs]).all()
