@@ -9,7 +9,9 @@ Renders the catalogue (640x360, 25 fps, face photos from the insightface wheel),
 - ray_videos_executor (one task per video) on two nodes.
 Each Ray run gets a fresh local cluster (ray.cluster_utils.Cluster), started before the clock starts.
 Writes JSON: per run wall seconds, videos/min, frames/s, the ratio to the serial wall time, the peak RSS
-of the driver and of each kind of Ray worker (sampled every 0.2 s from /proc: Linux).
+of the driver and of each kind of Ray worker (sampled every 0.2 s from /proc: Linux), and the peak memory
+each kind of Ray work reported for itself in the run manifest (`manifest_peak_mib`: per kind, the highest
+over the videos; what distributed.*_memory_mib should cover).
 """
 
 from __future__ import annotations
@@ -138,6 +140,11 @@ def run_one(name: str, src: Path, work: Path, cfg: RunConfig, stages: list[str],
             ray.shutdown()
             cluster.shutdown()
     summaries = [json.loads(p.read_text()) for p in (out / "videos").glob("*/summary.json")]
+    manifest = json.loads((out / "manifest.json").read_text())["videos"]
+    peaks: dict[str, float] = {}
+    for entry in manifest.values():
+        for kind, value in (entry.get("peak_mib") or {}).items():
+            peaks[kind] = max(peaks.get(kind, 0.0), value)
     scan_s = max((s.get("seconds", {}).get("scan_wave_s", 0.0) for s in summaries), default=0.0)
     result = {
         "name": name, "nodes_cpus": nodes, "cluster_start_s": round(start_s, 2), "wall_s": round(wall, 2),
@@ -146,6 +153,7 @@ def run_one(name: str, src: Path, work: Path, cfg: RunConfig, stages: list[str],
         "frames_per_s": round(report.frames / wall, 1),
         "driver_peak_rss_mib": mib(rss.driver_peak),
         "worker_peak_rss_mib": {k: mib(v) for k, v in sorted(rss.worker_peak.items())},
+        "manifest_peak_mib": dict(sorted(peaks.items())),  # empty for the serial run (no Ray tasks)
     }
     if scan_s:
         # Decode + detection phase of the units executor alone (Ray Data over every unit of the wave).

@@ -38,12 +38,16 @@ def two_nodes():
     os.environ["RAY_AUTH_MODE"] = "disabled"
     # The machine is shared: Ray's OOM killer would count other people's processes against our workers.
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    # Each node declares 8 GiB of Ray `memory` whatever the machine has free (Ray's own guess is ~70% of the
+    # free memory at start), so the executors' default reservations (distributed.*_memory_mib, up to 3 GiB a
+    # task) are schedulable on a small or busy machine too; the reservation is logical, nothing is allocated.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 8 * 2**30})
+    cluster.add_node(num_cpus=1, memory=8 * 2**30)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
     try:
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        assert ray.cluster_resources()["memory"] == 2 * 8 * 2**30
         yield cluster
     finally:
         ray.shutdown()

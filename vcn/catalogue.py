@@ -492,7 +492,7 @@ class RunManifest:
         if status == "skipped":
             # A skip carries the last real run's figures forward.
             old = self.videos.get(video.video_id, {})
-            for k in ("stages", "counts", "frames", "partial"):
+            for k in ("stages", "counts", "frames", "partial", "peak_mib"):
                 entry.setdefault(k, old.get(k))
         self.videos[video.video_id] = entry
         return entry
@@ -501,7 +501,8 @@ class RunManifest:
 # ----- the job ----------------------------------------------------------------------------------------------------
 
 # An executor runs the plans it is given (never "skip"/"fail" ones) and calls on_result(plan, result) per video,
-# where result is {"status": "done"|"failed", "error": str|None, "seconds": float, plus summary_record fields}.
+# where result is {"status": "done"|"failed", "error": str|None, "seconds": float, plus summary_record fields};
+# the Ray executors add "peak_mib": {kind of work: peak resident MiB} (vcn.distributed.executors).
 Executor = Callable[[list[Plan], OutputStore, RunConfig, list[str], Callable[[Plan, dict], None]], None]
 
 

@@ -237,6 +237,31 @@ class DistributedConfig:
     manifest_interval_s: float = 10.0
     # Times Ray retries a task or actor call whose worker died (a failed video is not retried).
     max_retries: int = 2
+    # Ray `memory` (MiB) each task or actor reserves, so Ray packs no more of them on a node than its memory
+    # holds; 0 = reserve none (a small machine, or to let Ray overcommit). Each default is the peak memory that
+    # kind of work reported for itself (the whole worker process outside the object store: interpreter,
+    # libraries, models, frames; the manifest's peak_mib, vcn.distributed.PeakMemory) with ~1.4-1.5x headroom,
+    # measured on a 2-core CPU machine on the sitcom simplefr_Video_2 (10 s of it at 720p with all stages, and 5 s
+    # upscaled to 1080p for stage 1; units executor, frames_per_unit 120, default config). Stages 2-3 and the
+    # tables grow with a video's crops: the whole 82-s sitcom's `vcn run` peaks at 2,034 MiB in stage 2.
+    # The per-video task ("videos" mode; resumed videos in "units" mode), all of run_video: stage 1 peaked at
+    # 1,156 MiB (720p) / 1,321 (1080p), stage 2 at 2,126 (a Ray Train worker's finetune, below).
+    video_task_memory_mib: int = 3072
+    # A Ray Data decode task (one work unit: decode batches, shot scores, Ray Data's output buffer): 676 MiB
+    # at 720p, 838 at 1080p.
+    decode_memory_mib: int = 1280
+    # A detection actor (RetinaFace loaded once, decode batches in detect.batch_size pieces): 1,302 MiB at
+    # 720p, 1,427 at 1080p.
+    detect_memory_mib: int = 2048
+    # A tracking actor (one shot per call: BoT-SORT, the shot decoded again, crops and their quality gate):
+    # 744 MiB at 720p, 753 at 1080p.
+    track_memory_mib: int = 1024
+    # The task that joins a video's shots and writes its output (185 MiB), and the cluster stage's launcher
+    # task when train_workers > 0 (682 MiB: it imports torch and Ray Train, loads and rewrites the tables).
+    write_memory_mib: int = 1024
+    # The process that finetunes and clusters one video (stages 2-3): each Ray Train worker (2,126 MiB), or
+    # the cluster task itself when train_workers is 0.
+    cluster_memory_mib: int = 3072
 
 
 @dataclass

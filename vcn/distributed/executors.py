@@ -7,6 +7,12 @@ The units executor takes videos in waves of `distributed.videos_per_wave`; withi
 after another, each with the whole cluster: probe -> scan (Ray Data: decode tasks + detection actors) ->
 track (actors, one shot per call) and write -> cluster (Ray Train per video). A video's detect+track output
 is published as soon as it is written, so a job killed while clustering resumes from it.
+
+Every task and actor that works on a video measures its process's peak resident memory over that work
+(vcn.distributed.PeakMemory) and hands it back with its result; the manifest records per video, per kind of
+work, the peak in MiB (`peak_mib`: video = the per-video task; probe, decode, detect, track, write, cluster,
+train = the pieces of the units executor, each the highest over the video's calls). Each kind reserves Ray
+`memory` from the distributed.*_memory_mib settings, so Ray never packs more of them on a node than it holds.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import pyarrow as pa
 from vcn.catalogue import (OutputStore, Plan, VideoInput, drop_cached_video, error_text, finish_video,
                            local_video, process_video, summary_record)
 from vcn.config import RunConfig
-from vcn.distributed import fit_torch_threads
+from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
 from vcn.outputs import VideoOutput
 
 OnResult = Callable[[Plan, dict], None]
@@ -64,7 +70,8 @@ def ray_videos_executor(plans: list[Plan], store: OutputStore, cfg: RunConfig, s
     import ray
 
     # Named after process_video, so the worker's process title (ray::process_video) stays what it was.
-    task = ray.remote(num_cpus=1, max_retries=cfg.distributed.max_retries, name="process_video")(_process_video)
+    task = ray.remote(num_cpus=1, max_retries=cfg.distributed.max_retries, name="process_video",
+                      **memory_bytes(cfg.distributed.video_task_memory_mib))(_process_video)
     started = time.perf_counter()
     refs = {task.remote(p, store, cfg, stages): p for p in plans}
     _drain(refs, lambda plan, value, error: on_result(
@@ -72,9 +79,11 @@ def ray_videos_executor(plans: list[Plan], store: OutputStore, cfg: RunConfig, s
 
 
 def _process_video(plan: Plan, store: OutputStore, cfg: RunConfig, stages: list[str]) -> dict[str, Any]:
-    """Ray task: catalogue.process_video with torch's threads fitted to the task's CPUs."""
+    """Ray task: catalogue.process_video with torch's threads fitted to the task's CPUs; adds its peak memory."""
     fit_torch_threads()
-    return process_video(plan, store, cfg, stages)
+    with PeakMemory() as peak:
+        result = process_video(plan, store, cfg, stages)
+    return {**result, "peak_mib": {"video": peak.mib}}
 
 
 # ----- per work unit ------------------------------------------------------------------------------------------
@@ -82,14 +91,16 @@ def _process_video(plan: Plan, store: OutputStore, cfg: RunConfig, stages: list[
 def _probe(video: VideoInput, deinterlace: str = "auto") -> dict[str, Any]:
     from vcn.video.decode import probe_video
 
-    info = probe_video(local_video(video), deinterlace=deinterlace)
-    return {"n_frames": info.n_frames, "info": info.to_dict(), "video_info": info}
+    with PeakMemory() as peak:
+        info = probe_video(local_video(video), deinterlace=deinterlace)
+    return {"n_frames": info.n_frames, "info": info.to_dict(), "video_info": info, "peak_mib": peak.mib}
 
 
 def video_summary(video: VideoInput, info: dict[str, Any], cfg: RunConfig, stages_done: list[str],
                   tables: dict[str, pa.Table], seconds: dict[str, float],
-                  decode_error: str | None = None) -> dict[str, Any]:
-    """A summary.json with the fields run_video writes (the source is the catalogue URI, not a cache path)."""
+                  decode_error: str | None = None, peak_mib: dict[str, float] | None = None) -> dict[str, Any]:
+    """A summary.json with the fields run_video writes (the source is the catalogue URI, not a cache path), and
+    the peak memory (MiB) per kind of work known when it is written."""
     from vcn.pipeline import package_versions
 
     counts = {name: tables[name].num_rows for name in ("shots", "detections", "tracks", "crops") if name in tables}
@@ -112,60 +123,80 @@ def video_summary(video: VideoInput, info: dict[str, Any], cfg: RunConfig, stage
         "versions": package_versions(),
         "config": cfg.to_dict(),
         "executor": "ray-units",
+        "peak_mib": dict(peak_mib or {}),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def _write_scan(plan: Plan, store: OutputStore, cfg: RunConfig, probe: dict[str, Any], shots: pa.Table,
                 detections: pa.Table, seconds: dict[str, float], decode_error: str | None, track: bool,
-                *parts) -> dict[str, Any]:
-    """Ray task: join the per-shot tracking results (when tracked), write the video's output and publish it."""
+                peaks: dict[str, float], *parts) -> dict[str, Any]:
+    """Ray task: join the per-shot tracking results (when tracked), write the video's output and publish it.
+
+    `peaks` holds the peak memory of the earlier pieces (probe, decode, detect); each part from a tracking
+    actor carries its call's; this task adds its own.
+    """
     from vcn.distributed.track import renumber_parts
     from vcn.tables import empty_table
 
     t0 = time.perf_counter()
-    video = plan.video
-    tables = {"shots": shots, "detections": detections}
-    if track:
+    with PeakMemory() as peak:
+        video = plan.video
+        peaks = dict(peaks)
         if parts:
-            tables["detections"], tables["tracks"], tables["crops"] = renumber_parts(list(parts))
-        else:  # a video without shots (no frames) still gets its (empty) tables
-            tables["tracks"], tables["crops"] = empty_table("tracks"), empty_table("crops")
-    done = ["detect", "track"] if track else ["detect"]
-    with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
-        out = VideoOutput(work, video.video_id)
-        seconds["write_s"] = round(time.perf_counter() - t0, 3)
-        out.commit(tables, video_summary(video, probe["info"], cfg, done, tables, seconds, decode_error))
-        summary = finish_video(out.path, video, store)
-    return {"status": "done", "error": None, "seconds": 0.0, **summary_record(summary)}
+            peaks["track"] = max(p[3] for p in parts)
+        tables = {"shots": shots, "detections": detections}
+        if track:
+            if parts:
+                tables["detections"], tables["tracks"], tables["crops"] = renumber_parts(list(parts))
+            else:  # a video without shots (no frames) still gets its (empty) tables
+                tables["tracks"], tables["crops"] = empty_table("tracks"), empty_table("crops")
+        done = ["detect", "track"] if track else ["detect"]
+        with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
+            out = VideoOutput(work, video.video_id)
+            seconds["write_s"] = round(time.perf_counter() - t0, 3)
+            peaks["write"] = peak.mib  # so far: the summary is written before the task ends
+            out.commit(tables, video_summary(video, probe["info"], cfg, done, tables, seconds, decode_error, peaks))
+            summary = finish_video(out.path, video, store)
+    peaks["write"] = peak.mib
+    return {"status": "done", "error": None, "seconds": 0.0, **summary_record(summary), "peak_mib": peaks}
 
 
 def _cluster_video(plan: Plan, store: OutputStore, cfg: RunConfig) -> dict[str, Any]:
-    """Ray task: fetch a video's detect+track output, run stages 2-3 (Ray Train when configured), publish."""
+    """Ray task: fetch a video's detect+track output, run stages 2-3 (Ray Train when configured), publish.
+
+    Its peak memory is `cluster`; with Ray Train, the highest of the workers' is `train`.
+    """
     from vcn.distributed.train import cluster_on_ray
 
     fit_torch_threads()  # with train_workers 0, stages 2-3 run torch in this task
     video = plan.video
-    with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
+    with PeakMemory() as peak, tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
         folder = store.fetch_video(video.video_id, work)
         if folder is None:
             raise RuntimeError(f"{video.video_id}: its detect+track output vanished from {store.uri}")
         out = VideoOutput(work, video.video_id)
         crops, tracks, detections = out.load("crops"), out.load("tracks"), out.load("detections")
         t0 = time.perf_counter()
-        clusters, embeddings, timings = cluster_on_ray(crops, tracks, detections, cfg, video.video_id)
+        ranks: dict[int, float] = {}
+        clusters, embeddings, timings = cluster_on_ray(crops, tracks, detections, cfg, video.video_id, peaks=ranks)
         summary = out.summary() or {}
         seconds = dict(summary.get("seconds", {}))
         seconds.update({k if k.endswith("_s") else f"{k}_s": round(float(v), 3) for k, v in timings.items()})
         seconds["cluster_wall_s"] = round(time.perf_counter() - t0, 3)
         tables = {"shots": out.load("shots"), "detections": detections, "tracks": tracks, "crops": crops,
                   "clusters": clusters, "embeddings": embeddings}
+        peaks = dict(summary.get("peak_mib") or {})
+        if ranks:
+            peaks["train"] = max(ranks.values())
+        peaks["cluster"] = peak.mib  # so far: the summary is written before the task ends
         new = video_summary(video, summary.get("video_info", {}), cfg, ["detect", "track", "cluster"], tables,
-                            seconds, summary.get("decode_error"))
+                            seconds, summary.get("decode_error"), peaks)
         new["train_workers"] = cfg.distributed.train_workers
         out.commit({"clusters": clusters, "embeddings": embeddings}, new)
         final = finish_video(out.path, video, store)
-    return summary_record(final)
+        peaks["cluster"] = peak.mib
+    return {**summary_record(final), "peak_mib": peaks}
 
 
 def _drop_cache_task(videos: list[VideoInput]) -> None:
@@ -203,7 +234,7 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
               on_result: OnResult) -> None:
     import ray
 
-    from vcn.distributed.scan import merge_scan, scan_tables, scan_units, split_into_units
+    from vcn.distributed.scan import merge_scan, scan_peaks, scan_tables, scan_units, split_into_units
     from vcn.distributed.track import shot_detections, tracking_actors
 
     retries = cfg.distributed.max_retries
@@ -249,11 +280,12 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
                 fail(by_id[vid], e)
                 continue
             alive[vid].update(shots=shots, detections=detections, decode_error=merged.decode_error,
-                              frames=len(merged.frame_times))
+                              frames=len(merged.frame_times),
+                              peaks={"probe": alive[vid]["probe"].pop("peak_mib"), **scan_peaks(scan)})
     scan_s = round(time.perf_counter() - t0, 3)
 
     # 3. track (one call per shot, when asked for) and write each video's output
-    write = ray.remote(num_cpus=0, max_retries=retries)(_write_scan)
+    write = ray.remote(num_cpus=0, max_retries=retries, **memory_bytes(cfg.distributed.write_memory_mib))(_write_scan)
     want_track = "track" in stages
     writes = {}
     pool = None
@@ -275,7 +307,7 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
             track_refs.extend(parts)
             seconds = {"scan_wave_s": scan_s, "frames_scanned": state["frames"]}
             writes[write.remote(plan, store, cfg, state["probe"], state["shots"], state["detections"],
-                                seconds, state["decode_error"], want_track, *parts)] = plan
+                                seconds, state["decode_error"], want_track, state["peaks"], *parts)] = plan
         ray.wait(track_refs, num_returns=len(track_refs))
     finally:
         if pool is not None:
@@ -289,22 +321,27 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
         elif not want_cluster:
             alive.pop(vid, None)
             on_result(plan, {**value, "seconds": time.perf_counter() - started[vid]})
+        else:
+            alive[vid]["peaks"] = value["peak_mib"]
 
     _drain(writes, written)
 
     # 4. cluster: stages 2-3 per video (the task only waits while Ray Train's workers hold the CPUs)
     if want_cluster and alive:
-        launcher_cpus = 0 if cfg.distributed.train_workers > 0 else 1
-        cluster = ray.remote(num_cpus=launcher_cpus, max_retries=retries)(_cluster_video)
+        # With Ray Train the task only launches the workers (each reserving cluster_memory_mib) and loads and
+        # rewrites the video's tables, as the write task does; without, it finetunes itself.
+        train = cfg.distributed.train_workers > 0
+        memory = cfg.distributed.write_memory_mib if train else cfg.distributed.cluster_memory_mib
+        cluster = ray.remote(num_cpus=0 if train else 1, max_retries=retries, **memory_bytes(memory))(_cluster_video)
 
         def clustered(plan: Plan, value, error) -> None:
             vid = plan.video.video_id
             if error is not None:
                 fail(plan, error)
             else:
-                alive.pop(vid, None)
+                peaks = {**alive.pop(vid, {}).get("peaks", {}), **value.pop("peak_mib", {})}
                 on_result(plan, {"status": "done", "error": None, "seconds": time.perf_counter() - started[vid],
-                                 **value})
+                                 **value, "peak_mib": peaks})
 
         _drain({cluster.remote(by_id[vid], store, cfg): by_id[vid] for vid in list(alive)}, clustered)
     _clear_node_caches([p.video for p in plans])

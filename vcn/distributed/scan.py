@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from vcn.catalogue import VideoInput, error_text, local_video
 from vcn.config import RunConfig, ShotConfig
-from vcn.distributed import fit_torch_threads
+from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
 from vcn.pipeline import ScanResult, assign_shots, shots_table
 from vcn.tables import empty_table, make_table
 
@@ -60,7 +60,8 @@ def decode_units(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> Iterator[
     """Ray Data UDF (CPU task): for each unit row, yield one row per decoded batch and a final 'end' row.
 
     Every row is {video_id, unit, payload}; the payload (pickled, so frames of any size travel as they are)
-    is {"kind": "frames", indices, times, frames} or {"kind": "end", above, n_frames, error}.
+    is {"kind": "frames", indices, times, frames} or {"kind": "end", above, n_frames, error, peak_mib}, where
+    peak_mib is this task's peak resident memory (MiB) over the unit.
     """
     from vcn.video.decode import DecodeError, iter_frames, probe_video
     from vcn.video.shots import ShotDetector
@@ -68,53 +69,63 @@ def decode_units(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> Iterator[
     run_cfg = RunConfig.from_dict(cfg)
     for i in range(len(batch["video_id"])):
         unit = WorkUnit(**{k: _scalar(batch[k][i]) for k in WorkUnit.__dataclass_fields__})
-        # min_scene_len 0 switches scenedetect's filter off: the detector reports every above-threshold frame.
-        scorer = ShotDetector(ShotConfig(threshold=run_cfg.shots.threshold, min_scene_len_frames=0))
-        above: list[int] = []
-        n = 0
-        error = decode_error = None
-        try:
-            path = local_video(VideoInput(unit.uri, unit.video_id, etag=unit.etag))
-            info = probe_video(path, deinterlace=run_cfg.decode.deinterlace)
-            if unit.start_frame > 0:
-                for b in iter_frames(path, 1, start_frame=unit.start_frame - 1, end_frame=unit.start_frame,
-                                     info=info):
-                    scorer.feed(b.frames, b.indices)
-            for b in iter_frames(path, run_cfg.decode.batch_frames, start_frame=unit.start_frame,
-                                 end_frame=unit.end_frame, info=info):
-                above.extend(scorer.feed(b.frames, b.indices))
-                n += len(b)
-                yield _row(unit, {"kind": "frames", "indices": b.indices, "times": b.times, "frames": b.frames})
-        except DecodeError as e:
-            # As scan_video: what decoded before a corrupt stretch is kept (merge_scan stops the video there).
-            decode_error = str(e)
-        except Exception as e:  # recorded on the video; the dataset (other videos) carries on
-            error = error_text(e)
-        yield _row(unit, {"kind": "end", "above": [a for a in above if a >= unit.start_frame], "n_frames": n,
-                          "start_frame": unit.start_frame, "error": error, "decode_error": decode_error})
+        with PeakMemory() as peak:  # a with spanning yields: it ends when the unit does, or the generator
+            # min_scene_len 0 switches scenedetect's filter off: the detector reports every above-threshold frame.
+            scorer = ShotDetector(ShotConfig(threshold=run_cfg.shots.threshold, min_scene_len_frames=0))
+            above: list[int] = []
+            n = 0
+            error = decode_error = None
+            try:
+                path = local_video(VideoInput(unit.uri, unit.video_id, etag=unit.etag))
+                info = probe_video(path, deinterlace=run_cfg.decode.deinterlace)
+                if unit.start_frame > 0:
+                    for b in iter_frames(path, 1, start_frame=unit.start_frame - 1, end_frame=unit.start_frame,
+                                         info=info):
+                        scorer.feed(b.frames, b.indices)
+                for b in iter_frames(path, run_cfg.decode.batch_frames, start_frame=unit.start_frame,
+                                     end_frame=unit.end_frame, info=info):
+                    above.extend(scorer.feed(b.frames, b.indices))
+                    n += len(b)
+                    yield _row(unit, {"kind": "frames", "indices": b.indices, "times": b.times, "frames": b.frames})
+            except DecodeError as e:
+                # As scan_video: what decoded before a corrupt stretch is kept (merge_scan stops the video there).
+                decode_error = str(e)
+            except Exception as e:  # recorded on the video; the dataset (other videos) carries on
+                error = error_text(e)
+            yield _row(unit, {"kind": "end", "above": [a for a in above if a >= unit.start_frame], "n_frames": n,
+                              "start_frame": unit.start_frame, "error": error, "decode_error": decode_error,
+                              "peak_mib": peak.mib})
 
 
 class DetectFaces:
-    """Ray Data UDF (actor): the detector is loaded once per actor; frames in, face arrays out."""
+    """Ray Data UDF (actor): the detector is loaded once per actor; frames in, face arrays out.
+
+    Every faces payload carries the actor's peak resident memory (MiB): over this call, or over loading the
+    detector if that was higher.
+    """
 
     def __init__(self, cfg: dict[str, Any]):
         from vcn.models import load_detector
 
         fit_torch_threads()
-        self.cfg = RunConfig.from_dict(cfg)
-        self.detector = load_detector(self.cfg.detect.model, self.cfg.detect)
+        with PeakMemory() as peak:
+            self.cfg = RunConfig.from_dict(cfg)
+            self.detector = load_detector(self.cfg.detect.model, self.cfg.detect)
+        self.load_peak_mib = peak.mib
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         payloads = []
-        for raw in batch["payload"]:
-            item = pickle.loads(raw)
-            if item["kind"] == "frames":
-                try:
-                    item = self._detect(item)
-                except Exception as e:
-                    item = {"kind": "end", "above": [], "n_frames": 0,
-                            "error": f"detection failed: {error_text(e)}\n{traceback.format_exc(limit=3)}"}
-            payloads.append(pickle.dumps(item, protocol=5))
+        with PeakMemory() as peak:
+            for raw in batch["payload"]:
+                item = pickle.loads(raw)
+                if item["kind"] == "frames":
+                    try:
+                        item = self._detect(item)
+                        item["peak_mib"] = max(self.load_peak_mib, peak.mib)
+                    except Exception as e:
+                        item = {"kind": "end", "above": [], "n_frames": 0,
+                                "error": f"detection failed: {error_text(e)}\n{traceback.format_exc(limit=3)}"}
+                payloads.append(pickle.dumps(item, protocol=5))
         return {"video_id": batch["video_id"], "unit": batch["unit"], "payload": np.array(payloads, dtype=object)}
 
     def _detect(self, item: dict[str, Any]) -> dict[str, Any]:
@@ -256,9 +267,25 @@ def detection_pool(cfg: RunConfig, resources: dict[str, float]) -> tuple[int, in
     return n, n, 0.0
 
 
-def decode_memory_bytes(cfg: RunConfig) -> int:
-    """Memory a decode task asks for: two decode batches of 1080p BGR frames (the batch and its serialised copy)."""
-    return int(2 * cfg.decode.batch_frames * 1920 * 1080 * 3)
+def scan_peaks(scan: VideoScan) -> dict[str, float]:
+    """Peak resident memory (MiB) of the decode tasks and detection actors that worked on one video."""
+    peaks = {"decode": max((e.get("peak_mib") or 0.0 for e in scan.ends.values()), default=0.0),
+             "detect": max((f.get("peak_mib") or 0.0 for f in scan.faces), default=0.0)}
+    return {k: v for k, v in peaks.items() if v > 0}
+
+
+def scan_memory(cfg: RunConfig) -> tuple[dict[str, int], dict[str, int]]:
+    """Ray `memory` options of the decode tasks and the detection actors (distributed.*_memory_mib).
+
+    Ray Data fuses a task operator into the next actor operator when their resource requests are equal, which
+    would run decoding inside the detection actors (one node's worth of them) instead of in CPU tasks any node
+    can run. So decoding never asks exactly what detection asks: when the two are configured equal (both 0
+    included) it asks one byte more.
+    """
+    decode, detect = memory_bytes(cfg.distributed.decode_memory_mib), memory_bytes(cfg.distributed.detect_memory_mib)
+    if decode.get("memory", 0) == detect.get("memory", 0):
+        decode = {"memory": decode.get("memory", 0) + 1}
+    return decode, detect
 
 
 def scan_units(units: list[WorkUnit], cfg: RunConfig, n_units: dict[str, int],
@@ -276,14 +303,13 @@ def scan_units(units: list[WorkUnit], cfg: RunConfig, n_units: dict[str, int],
     cfg_dict = cfg.to_dict()
     low, high, gpus = detection_pool(cfg, ray.cluster_resources())
     ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=max(1, len(units)))
-    # Decoding declares the memory one decode batch of a large frame needs. Declaring it also keeps Ray Data
-    # from fusing decoding into the detection actors (operators with different resource requests are never
-    # fused), so decoding stays in CPU tasks that any node can run, and detection in the actor pool.
-    ds = ds.map_batches(decode_units, fn_kwargs={"cfg": cfg_dict}, batch_size=1, num_cpus=1,
-                        memory=decode_memory_bytes(cfg))
+    # Decoding and detection declare the memory measured for them (scan_memory: never equal, so Ray Data does
+    # not fuse decoding into the detection actors; decoding stays in CPU tasks that any node can run).
+    decode_memory, detect_memory = scan_memory(cfg)
+    ds = ds.map_batches(decode_units, fn_kwargs={"cfg": cfg_dict}, batch_size=1, num_cpus=1, **decode_memory)
     ds = ds.map_batches(DetectFaces, fn_constructor_kwargs={"cfg": cfg_dict}, batch_size=1,
                         compute=ActorPoolStrategy(min_size=low, max_size=high), num_gpus=gpus,
-                        num_cpus=0 if gpus > 0 else 1)
+                        num_cpus=0 if gpus > 0 else 1, **detect_memory)
     scans = {vid: VideoScan(vid, n, [], {}) for vid, n in n_units.items()}
     for row in ds.iter_rows():
         scan = scans[str(row["video_id"])]

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from vcn.catalogue import VideoInput, local_video
 from vcn.config import RunConfig
-from vcn.distributed import fit_torch_threads
+from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
 from vcn.tables import empty_table
 
 TrackParts = tuple[pa.Table, pa.Table, pa.Table]  # detections, tracks, crops of one shot
@@ -27,11 +27,17 @@ class ShotTracker:
         fit_torch_threads()  # the quality gate of the sampled crops runs torch
         self.cfg = RunConfig.from_dict(cfg)
 
-    def track(self, video: VideoInput, shot: dict[str, Any], detections: pa.Table, info=None) -> TrackParts:
-        """`info` (the video's VideoInfo, probed once per video) spares every shot a probe of the whole file."""
+    def track(self, video: VideoInput, shot: dict[str, Any], detections: pa.Table, info=None
+              ) -> tuple[pa.Table, pa.Table, pa.Table, float]:
+        """The shot's TrackParts and this actor's peak resident memory (MiB) over the call.
+
+        `info` (the video's VideoInfo, probed once per video) spares every shot a probe of the whole file.
+        """
         from vcn.pipeline import track_shot
 
-        return track_shot(local_video(video), shot, detections, self.cfg, 0, info=info)
+        with PeakMemory() as peak:
+            parts = track_shot(local_video(video), shot, detections, self.cfg, 0, info=info)
+        return (*parts, peak.mib)
 
     def ready(self) -> bool:
         return True
@@ -48,10 +54,13 @@ def shift_ids(table: pa.Table, column: str, offset: int) -> pa.Table:
 
 
 def renumber_parts(parts: list[TrackParts]) -> TrackParts:
-    """Concatenate per-shot results (in shot order), giving track ids unique over the video as run_video does."""
+    """Concatenate per-shot results (in shot order), giving track ids unique over the video as run_video does.
+
+    A part may carry more than its three tables (ShotTracker.track adds its peak memory): the rest is ignored.
+    """
     out: list[list[pa.Table]] = [[], [], []]
     offset = 0
-    for detections, tracks, crops in parts:
+    for detections, tracks, crops, *_ in parts:
         out[0].append(shift_ids(detections, "track_id", offset))
         out[1].append(shift_ids(tracks, "track_id", offset))
         out[2].append(shift_ids(crops, "track_id", offset))
@@ -100,11 +109,12 @@ class LeastBusyPool:
 
 
 def tracking_actors(cfg: RunConfig, count: int) -> LeastBusyPool:
-    """Start `count` tracking actors (one CPU each) and wait until they are up."""
+    """Start `count` tracking actors (one CPU and distributed.track_memory_mib each) and wait until they are up."""
     import ray
 
     remote = ray.remote(num_cpus=1, max_restarts=cfg.distributed.max_retries,
-                        max_task_retries=cfg.distributed.max_retries)(ShotTracker)
+                        max_task_retries=cfg.distributed.max_retries,
+                        **memory_bytes(cfg.distributed.track_memory_mib))(ShotTracker)
     actors = [remote.remote(cfg.to_dict()) for _ in range(max(1, count))]
     ray.get([a.ready.remote() for a in actors])
     return LeastBusyPool(actors)

@@ -20,20 +20,28 @@ from typing import Any
 import pyarrow as pa
 
 from vcn.config import RunConfig
-from vcn.distributed import fit_torch_threads
+from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
 
 
 class ResultBox:
-    """A tiny actor rank 0 drops its result into (results never go through Train's metrics channel)."""
+    """A tiny actor rank 0 drops its result into (results never go through Train's metrics channel), and every
+    rank its peak resident memory."""
 
     def __init__(self):
         self.value = None
+        self.peaks: dict[int, float] = {}
 
     def put(self, value: Any) -> None:
         self.value = value
 
     def get(self) -> Any:
         return self.value
+
+    def put_peak(self, rank: int, mib: float) -> None:
+        self.peaks[rank] = mib
+
+    def get_peaks(self) -> dict[int, float]:
+        return self.peaks
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -44,10 +52,13 @@ def _train_loop(config: dict[str, Any]) -> None:
     from vcn.pipeline import cluster_crops
 
     fit_torch_threads()
-    cfg = RunConfig.from_dict(config["cfg"])
-    crops, tracks, detections = ray.get(config["inputs"])
-    result = cluster_crops(crops, tracks, detections, cfg, config["video_id"])
-    if ray.train.get_context().get_world_rank() == 0:
+    with PeakMemory() as peak:
+        cfg = RunConfig.from_dict(config["cfg"])
+        crops, tracks, detections = ray.get(config["inputs"])
+        result = cluster_crops(crops, tracks, detections, cfg, config["video_id"])
+    rank = ray.train.get_context().get_world_rank()
+    ray.get(config["box"].put_peak.remote(rank, peak.mib))
+    if rank == 0:
         ray.get(config["box"].put.remote(result))
 
 
@@ -60,12 +71,13 @@ def train_gpus(cfg: RunConfig) -> float:
 
 
 def cluster_on_ray(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg: RunConfig, video_id: str,
-                   workers: int | None = None, gpus_per_worker: float | None = None
-                   ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+                   workers: int | None = None, gpus_per_worker: float | None = None,
+                   peaks: dict[int, float] | None = None) -> tuple[pa.Table, pa.Table, dict[str, float]]:
     """`cluster_crops` on `workers` Ray Train workers (default cfg.distributed.train_workers); rank 0's result.
 
     With 0 workers it runs `cluster_crops` in this process. GPUs per worker default to
-    `train_gpus(cfg)`; with GPUs the process group uses nccl, otherwise gloo.
+    `train_gpus(cfg)`; with GPUs the process group uses nccl, otherwise gloo. Each worker reserves
+    distributed.cluster_memory_mib; `peaks`, when given, receives each rank's peak resident memory (MiB).
     """
     import ray
     from ray.train import RunConfig as TrainRunConfig
@@ -82,6 +94,7 @@ def cluster_on_ray(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg:
     try:
         inputs = ray.put((crops, tracks, detections))
         resources = {"GPU": gpus} if gpus > 0 else {"CPU": 1}
+        resources.update(memory_bytes(cfg.distributed.cluster_memory_mib))
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config={"cfg": cfg.to_dict(), "inputs": inputs, "box": box, "video_id": video_id},
@@ -93,6 +106,8 @@ def cluster_on_ray(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg:
         )
         trainer.fit()
         result = ray.get(box.get.remote())
+        if peaks is not None:
+            peaks.update(ray.get(box.get_peaks.remote()))
     finally:
         ray.kill(box)
     if result is None:
