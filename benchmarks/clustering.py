@@ -322,7 +322,7 @@ def markdown_table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="working folder (episodes, stage-1 outputs)")
+    parser.add_argument("--out", help="working folder (episodes, stage-1 outputs); required unless --table")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "clustering.json"))
     parser.add_argument("--videos", default=",".join([*REAL, "hamilton", *EPISODES]))
     parser.add_argument("--timing-only", action="store_true")
@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
         return 0
+    if not args.out:
+        parser.error("--out is required (a working folder for stage-1 outputs and episodes)")
 
     from vcn.models import load_backbone
 

@@ -120,9 +120,9 @@ def loop_video(source: Path, target: Path, copies: int) -> None:
                     dst.mux(packet)
 
 
-def measure(video: Path, out: Path, extra: list[str]) -> dict:
+def measure(video: Path, out: Path, extra: list[str], stages: str = "detect,track") -> dict:
     """Run `vcn run` on `video` as this process's only child; its peak RSS and a resident-size timeline."""
-    command = [sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--stages", "detect,track",
+    command = [sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--stages", stages,
                "--quiet", "--force", *extra]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--material-s", type=float, default=60.0, help="seconds of distinct material (default 60)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to vcn run --set")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: run one measurement in this process
+    parser.add_argument("--stages", default="detect,track", help=argparse.SUPPRESS)  # with --measure
     args = parser.parse_args(argv)
     extra = [x for o in args.overrides for x in ("--set", o)]
     if args.measure:
-        print(json.dumps(measure(Path(args.measure), Path(args.work), extra)))
+        print(json.dumps(measure(Path(args.measure), Path(args.work), extra, args.stages)))
         return 0
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vcn-long-memory-"))
