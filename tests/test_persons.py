@@ -546,3 +546,13 @@ def test_search_answers_with_persons_on_real_footage(tmp_path_factory, tmp_path,
     assert cli(["search", str(photo), "--index", str(tmp_path), "--top", "1"]) == 0
     out = capsys.readouterr().out
     assert "answers by person" in out and "Lin-Manuel Miranda" in out and "clip_a" in out and "clip_b" in out
+
+
+def test_decision_names_sort_in_the_order_they_were_made_across_a_second_boundary():
+    from vcn.persons.decisions import time_stamp
+
+    second = 1_790_000_000 * 10**9
+    made = [second - 1_000, second - 1, second, second + 1_000, second + 999_999_000]
+    stamps = [time_stamp(ns) for ns in made]
+    assert stamps == sorted(stamps)
+    assert stamps[1] < stamps[2] and stamps[1].endswith(".999999Z") and stamps[2].endswith(".000000Z")

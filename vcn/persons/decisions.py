@@ -47,11 +47,20 @@ class Decision:
                    d.get("name"), d.get("person_ids"), d.get("new_person_id"))
 
 
+def time_stamp(ns: int) -> str:
+    """UTC time to the microsecond, e.g. 20261130T061512.000731Z: names that sort as the decisions were made.
+
+    One clock reading for seconds and fraction: two readings once named a decision made just after a second
+    boundary with the earlier second and a small fraction, sorting it before the decision made just before it."""
+    seconds, micro = divmod(ns // 1000, 1_000_000)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{micro:06d}Z"
+
+
 def record(root: IndexRoot, op: str, groups: list[list[Ref]], name: str | None = None,
            person_ids: list[int] | None = None, new_person_id: int | None = None) -> Decision:
     if op not in OPS:
         raise VcnError(f"decision {op!r}: choose one of {', '.join(OPS)}")
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:] + "Z"
+    stamp = time_stamp(time.time_ns())
     decision = Decision(f"{stamp}-{uuid.uuid4().hex[:8]}", op, groups, name, person_ids, new_person_id)
     root.write(f"{DECISIONS_DIR}/{decision.decision_id}.json",
                json.dumps({**decision.to_dict(), "recorded_at": stamp}, indent=1).encode())
