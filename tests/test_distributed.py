@@ -4,7 +4,6 @@ Ray Train with 2 workers == 1 worker, blocked cluster-pair matrix == the single-
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -13,10 +12,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-try:  # tests/videos.py: a top-level module when tests/ is on sys.path, tests.videos when tests/ is a package
+try:  # tests/*.py: top-level modules when tests/ is on sys.path, tests.* when tests/ is a package
     import videos
+    from ray_env import in_process_ray_env
 except ImportError:
     from tests import videos
+    from tests.ray_env import in_process_ray_env
 from vcn.catalogue import OutputStore, RunManifest, VideoInput, run_catalogue
 from vcn.config import RunConfig
 from vcn.distributed.scan import (DetectFaces, VideoScan, decode_units, merge_scan, replay_min_scene_len,
@@ -33,30 +34,21 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_memory_monitor_refresh_ms")}
-    # Token auth is for real clusters (tests/test_ray_job.py runs one with a token); this one is in-process.
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # The machine is shared: Ray's OOM killer would count other people's processes against our workers.
-    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     # Each node declares 8 GiB of Ray `memory` whatever the machine has free (Ray's own guess is ~70% of the
     # free memory at start), so the executors' default reservations (distributed.*_memory_mib, up to 3 GiB a
     # task) are schedulable on a small or busy machine too; the reservation is logical, nothing is allocated.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 8 * 2**30})
-    cluster.add_node(num_cpus=1, memory=8 * 2**30)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    try:
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        assert ray.cluster_resources()["memory"] == 2 * 8 * 2**30
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with in_process_ray_env():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 8 * 2**30})
+        cluster.add_node(num_cpus=1, memory=8 * 2**30)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        try:
+            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+            assert ray.cluster_resources()["memory"] == 2 * 8 * 2**30
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def run_units_locally(path: Path, cfg: RunConfig, n_frames: int) -> VideoScan:

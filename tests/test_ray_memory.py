@@ -8,7 +8,6 @@ kind apart in Ray's record of the tasks and actors, read through the state API).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,11 @@ import pytest
 
 try:  # tests/*.py: top-level modules when tests/ is on sys.path, tests.* when tests/ is a package
     from ports import free_ports
+    from ray_env import in_process_ray_env
     from test_distributed import tiny_ssl
 except ImportError:
     from tests.ports import free_ports
+    from tests.ray_env import in_process_ray_env
     from tests.test_distributed import tiny_ssl
 from vcn.catalogue import OutputStore, RunManifest, run_catalogue
 from vcn.config import RunConfig
@@ -34,19 +35,12 @@ def local_ray():
     """A local Ray with 2 logical CPUs (the machine's 2-core budget) and the dashboard (Ray's state API)."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_memory_monitor_refresh_ms")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # the machine is shared: no OOM killer on our workers
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_ports(1)[0], log_to_driver=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with in_process_ray_env():
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_ports(1)[0], log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def config() -> RunConfig:

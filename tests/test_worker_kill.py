@@ -23,10 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-try:  # tests/ports.py: a top-level module when tests/ is on sys.path, tests.ports when tests/ is a package
+try:  # tests/*.py: top-level modules when tests/ is on sys.path, tests.* when tests/ is a package
     from ports import free_ports
+    from ray_env import in_process_ray_env
 except ImportError:
     from tests.ports import free_ports
+    from tests.ray_env import in_process_ray_env
 from vcn.catalogue import OutputStore, RunManifest, read_catalogue, run_catalogue
 from vcn.config import RunConfig
 
@@ -40,23 +42,15 @@ def local_ray(tmp_path_factory):
     """A local Ray with 2 logical CPUs (the machine's 2-core budget): two videos can be in flight at once."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_memory_monitor_refresh_ms")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    # The machine is shared: Ray's OOM killer would count other people's processes against our workers.
-    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     # The dashboard serves Ray's state API, which tells the killed attempt of a task from its retry. A killed
     # worker never removes its scratch folders: the workers' TMPDIR is the test's, not the machine's /tmp.
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_ports(1)[0], log_to_driver=False,
-             runtime_env={"env_vars": {"TMPDIR": str(tmp_path_factory.mktemp("worker-tmp"))}})
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with in_process_ray_env():
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_ports(1)[0], log_to_driver=False,
+                 runtime_env={"env_vars": {"TMPDIR": str(tmp_path_factory.mktemp("worker-tmp"))}})
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 def snapshot(out: Path, video_id: str) -> dict[str, tuple[int, bytes]]:

@@ -70,7 +70,7 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
     position = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((position[u] for u in n.users), default=-1) for n in nodes}
     total = max(1, _parameter_count(gm, nodes))
-    best: tuple[int, int] | None = None  # (activation size, node index)
+    best: tuple[int, int, float] | None = None  # (activation size, node index, tail parameter share)
     for i, n in enumerate(nodes):
         if n.op in ("placeholder", "get_attr", "output") or "tensor_meta" not in n.meta:
             continue
@@ -81,7 +81,7 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
         share = _parameter_count(gm, nodes[i + 1:]) / total
         size = int(torch.Size(n.meta["tensor_meta"].shape[1:]).numel())
         if share >= MIN_TAIL_PARAMETER_SHARE and (best is None or size < best[0]):
-            best = (size, i)
+            best = (size, i, share)
     if best is None:
         return None
     cut = nodes[best[1]]
@@ -94,9 +94,8 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
         elif n.op != "placeholder":
             env_back[n] = back.node_copy(n, lambda a: env_back[a] if a in env_back else _constant(a, back, env_back))
     front.output(env_front[cut])
-    share = _parameter_count(gm, nodes[best[1] + 1:]) / total
     return Split(Trunk(backbone, fx.GraphModule(gm, front)), fx.GraphModule(gm, back), cut.name,
-                 tuple(cut.meta["tensor_meta"].shape[1:]), share)
+                 tuple(cut.meta["tensor_meta"].shape[1:]), best[2])
 
 
 def _constant(node: fx.Node, graph: fx.Graph, env: dict[fx.Node, fx.Node]) -> fx.Node:
