@@ -476,11 +476,52 @@ def test_catalogue_hook_updates_the_index(tmp_path):
 
     write_casts(tmp_path, catalogue=True)
     lines: list[str] = []
-    update_persons_after_run(OutputStore(tmp_path), RunConfig(), lines.append)
+    assert update_persons_after_run(OutputStore(tmp_path), RunConfig(), lines.append).persons == 6
     assert lines and "6 persons" in lines[0]
     (tmp_path / "persons" / CURRENT.split("/")[-1]).write_text("{broken")
-    update_persons_after_run(OutputStore(tmp_path), RunConfig(), lines.append)
+    assert update_persons_after_run(OutputStore(tmp_path), RunConfig(), lines.append) is None
     assert "person index not updated" in lines[-1] and "vcn persons update" in lines[-1]
+
+
+# Cheap stage 2 for the real `vcn run`s below (one round, heads on 2 views for 2 epochs, tail finetune): the index
+# links base embeddings, so the finetune's quality does not matter here, only that every stage runs.
+CHEAP = ["--quiet", "--no-report", "--set", "ssl.rounds=1", "--set", "ssl.warmup_epochs=2", "--set",
+         "ssl.warmup_views=2", "--set", "ssl.backbone_layers=tail", "--set", "serfiq.passes=8"]
+
+
+def test_vcn_run_over_two_videos_keeps_the_person_index(tmp_path, face_clips, capsys):
+    """`vcn run` of two real rendered videos into one --out: the index covers both videos' clusters and links
+    the people they share; re-runs with nothing new leave it byte for byte; --no-index leaves it alone."""
+    out = tmp_path / "out"
+    for generation, name in enumerate(("a", "b"), start=1):
+        assert cli(["run", str(face_clips[name]), "--out", str(out), *CHEAP]) == 0
+        assert f"person index updated (generation {generation})" in capsys.readouterr().out
+    state = load_persons(str(out))
+    own = {(vid, c) for vid in ("a", "b")
+           for c in pq.read_table(out / vid / "clusters.parquet").column("cluster_id").to_pylist() if c >= 0}
+    rows = set(zip(state.clusters.column("video_id").to_pylist(), state.clusters.column("cluster_id").to_pylist()))
+    assert rows == own and len({v for v, _ in own}) == 2                   # one row per cluster of both videos
+    persons = state.persons.to_pylist()
+    assert set(state.clusters.column("person_id").to_pylist()) == {p["person_id"] for p in persons}
+    assert sum(p["n_clusters"] for p in persons) == len(own)
+    # Both clips show the portrait and the group's left half: those people are one person across the two videos.
+    assert any(p["n_videos"] == 2 for p in persons), persons
+    cur = json.loads((out / CURRENT).read_text())
+    assert pq.read_table(out / "persons" / cur["dir"] / "persons.parquet").num_rows == len(persons)
+
+    before = files_of(out)
+    for name in ("a", "b"):                                                 # nothing new: skipped, index as it was
+        assert cli(["run", str(face_clips[name]), "--out", str(out), *CHEAP]) == 0
+        assert "person index unchanged (generation 2)" in capsys.readouterr().out
+    assert files_of(out) == before
+
+    # A run that changes a video (a's clusters dropped by a detect+track-only --force) with --no-index: the index
+    # is untouched until the next update, which takes a's clusters out.
+    assert cli(["run", str(face_clips["a"]), "--out", str(out), "--stages", "detect,track", "--force",
+                "--no-index", *CHEAP]) == 0
+    assert "person index" not in capsys.readouterr().out and files_of(out) == before
+    assert cli(["persons", "update", "--index", str(out)]) == 0
+    assert {v for v in load_persons(str(out)).clusters.column("video_id").to_pylist()} == {"b"}
 
 
 # ----- the page -------------------------------------------------------------------------------------------------

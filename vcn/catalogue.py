@@ -634,13 +634,20 @@ def run_catalogue(source: str, output: str, cfg: RunConfig | None = None, stages
     return report
 
 
-def update_persons_after_run(store: OutputStore, cfg: RunConfig, log: Callable[[str], None]) -> None:
-    """Bring OUT/persons/ up to date with the videos now complete; a failure is logged, never fatal (the
-    videos are done, and the next run or `vcn persons update` catches the index up)."""
+def update_persons_after_run(output: "OutputStore | str | os.PathLike", cfg: RunConfig,
+                             log: Callable[[str], None], warn: Callable[[str], None] | None = None):
+    """Bring OUT/persons/ up to date with the videos now complete in `output` (a catalogue output, or the --out
+    folder of `vcn run`, which calls this after each video): the incremental update under the index's lock
+    (vcn.persons.index.update_index), so a run with nothing new writes nothing. A failure goes to `warn`
+    (default: `log`), never raises: the videos are done, and the next run or `vcn persons update` catches the
+    index up. Returns the UpdateReport, or None when the update failed."""
     from vcn.persons import update_index
 
+    uri = output.uri if isinstance(output, OutputStore) else str(output)
     try:
-        report = update_index(store.uri, wait_s=cfg.persons.wait_s, lease_s=cfg.persons.lease_s)
-        log(report.describe())
-    except Exception as e:  # the catalogue's outputs are complete whatever happens to the index
-        log(f"person index not updated: {error_text(e)}; run `vcn persons update --index {store.uri}`")
+        report = update_index(uri, wait_s=cfg.persons.wait_s, lease_s=cfg.persons.lease_s)
+    except Exception as e:  # the videos' outputs are complete whatever happens to the index
+        (warn or log)(f"person index not updated: {error_text(e)}; run `vcn persons update --index {uri}`")
+        return None
+    log(report.describe())
+    return report

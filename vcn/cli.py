@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
               vcn run clip.mp4 --out results/          # writes results/clip/*.parquet and summary.json
               vcn run clip.mp4 --out results/ --stages detect,track   # stop after crops; rerun later to resume
               vcn run clip.mp4 --out paper/ --preset paper   # the paper's configuration, for comparison
+              vcn run ep1.mp4 --out archive/ && vcn run ep2.mp4 --out archive/   # archive/persons/ links both
+
+            Every run also brings the person index OUT/persons/ up to date (the same incremental update as
+            the catalogue job and `vcn persons update`): several videos run into one --out folder become one
+            index of persons across them. A run with nothing new leaves the index as it is; --no-index skips it.
         """))
     run.add_argument("video", help="path of a video file")
     run.add_argument("--out", required=True, help="output folder; the video's tables go to OUT/<video_id>/")
@@ -50,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute even if the output is already complete")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="do not write OUT/<video_id>/report.html")
+    run.add_argument("--no-index", action="store_true",
+                     help="do not update the person index OUT/persons/ after the video (`vcn persons update "
+                          "--index OUT` does it later)")
     _add_config_args(run)
 
     demo = sub.add_parser(
@@ -201,6 +209,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = run_video(args.video, args.out, cfg, stages=_parse_stages(args.stages), video_id=args.video_id,
                            force=args.force, progress=not args.quiet, report=not args.no_report)
         print(result.describe())
+        if not args.no_index:
+            from vcn.catalogue import update_persons_after_run
+
+            update_persons_after_run(args.out, cfg, log=print,
+                                     warn=lambda line: print(f"vcn: warning: {line}", file=sys.stderr))
         return 0
     if args.command == "demo":
         from vcn.config import RunConfig
