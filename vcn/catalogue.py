@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from vcn import storage
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.leftovers import sweep, sweep_output, tmp_prefix, video_work_dir
 from vcn.outputs import json_default, swap_in
 from vcn.tables import CATALOGUE_TRACKS
 
@@ -215,6 +216,7 @@ def local_video(video: VideoInput) -> Path:
     key = hashlib.sha1(f"{video.uri}\0{video.etag}".encode()).hexdigest()[:20]
     target = video_cache_dir() / f"{key}{Path(video.uri).suffix.lower()}"
     if not target.is_file():
+        sweep(target.parent)    # downloads (.part) of killed workers
         storage.download_file(video.uri, target)
     return target
 
@@ -326,7 +328,7 @@ class OutputStore:
             return target
         final = Path(target)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{video_id}.", suffix=".tmp", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(video_id), suffix=".tmp", dir=final.parent))
         try:
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
             swap_in(tmp, final)
@@ -513,7 +515,7 @@ def process_video(plan: Plan, store: OutputStore, cfg: RunConfig, stages: list[s
     video = plan.video
     t0 = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
+        with video_work_dir() as work:
             if plan.action == "resume":
                 store.fetch_video(video.video_id, work)
             path = local_video(video)
@@ -569,6 +571,9 @@ def run_catalogue(source: str, output: str, cfg: RunConfig | None = None, stages
     started = time.time()
     t0 = time.perf_counter()
     videos = list_inputs(source, max_videos)
+    if not store.is_s3:     # S3 objects are written whole: nothing half-written to sweep
+        for line in sweep_output(store.uri):
+            log(f"leftover of a killed run: {line}")
     manifest = RunManifest.load(store)
     plans = plan_videos(videos, store, manifest, wanted)
     counts = {"done": 0, "skipped": 0, "failed": 0}

@@ -203,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from vcn.config import RunConfig
+        from vcn.leftovers import sweep_output
         from vcn.pipeline import run_video
 
         cfg = RunConfig.load(args.config, args.overrides, args.preset)
+        for line in sweep_output(args.out):     # what runs killed mid-write left in OUT (never a live run's)
+            print(f"leftover of a killed run: {line}")
         result = run_video(args.video, args.out, cfg, stages=_parse_stages(args.stages), video_id=args.video_id,
                            force=args.force, progress=not args.quiet, report=not args.no_report)
         print(result.describe())

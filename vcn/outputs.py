@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vcn.errors import VcnError
+from vcn.leftovers import old_name, tmp_prefix
 from vcn.tables import SCHEMAS
 
 SUMMARY = "summary.json"
@@ -59,7 +60,8 @@ class VideoOutput:
         """A private file beside the output folder for table `name` written piece by piece (same filesystem, so
         `commit(files=...)` moves it in by a rename). The caller removes it if the run fails."""
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix=f".{self.video_id}.{name}.", suffix=".parquet.tmp", dir=self.root)
+        fd, path = tempfile.mkstemp(prefix=tmp_prefix(f"{self.video_id}.{name}"), suffix=".parquet.tmp",
+                                    dir=self.root)
         os.close(fd)
         return Path(path)
 
@@ -72,7 +74,7 @@ class VideoOutput:
         written as Parquet (from `spill_path`), moved in under their names.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.video_id}.", suffix=".tmp", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(self.video_id), suffix=".tmp", dir=self.root))
         try:
             if self.path.is_dir():
                 for old in self.path.iterdir():
@@ -93,11 +95,14 @@ class VideoOutput:
 
 
 def swap_in(new: Path, final: Path) -> None:
-    """Put the folder `new` at `final` by renames, replacing any folder already there (no half folder at `final`)."""
+    """Put the folder `new` at `final` by renames, replacing any folder already there (no half folder at `final`).
+
+    Killed between the two renames, the previous output waits under `old_name`; the next run's sweep
+    (vcn.leftovers) renames it back."""
     if not final.exists():
         os.rename(new, final)
         return
-    old = final.with_name(f".{final.name}.old")
+    old = final.with_name(old_name(final.name))
     shutil.rmtree(old, ignore_errors=True)
     os.rename(final, old)
     os.rename(new, final)

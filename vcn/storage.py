@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from vcn.errors import VcnError
+from vcn.leftovers import tmp_prefix
 
 # Checked in this order; AWS_ENDPOINT_URL is boto3's own variable, VCN_S3_ENDPOINT_URL lets a user point only vcn
 # at MinIO or another S3-compatible server without changing every other AWS tool on the machine.
@@ -47,7 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -72,7 +73,7 @@ def download_prefix(uri: str, dest_dir: str | os.PathLike) -> Path:
     prefix = key if (not key or key.endswith("/")) else key + "/"
     dest = Path(dest_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(dest.name), suffix=".part", dir=dest.parent))
     client = s3_client()
     count = 0
     try:
@@ -196,7 +197,7 @@ def download_file(uri: str, dest: str | os.PathLike, client=None) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     client = client or s3_client()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(dest.name), suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
         _s3_call(uri, "download", lambda: client.download_file(bucket, key, tmp))

@@ -17,7 +17,6 @@ train = the pieces of the units executor, each the highest over the video's call
 
 from __future__ import annotations
 
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -28,6 +27,7 @@ from vcn.catalogue import (OutputStore, Plan, VideoInput, drop_cached_video, err
                            local_video, process_video, summary_record)
 from vcn.config import RunConfig
 from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
+from vcn.leftovers import video_work_dir
 from vcn.outputs import VideoOutput
 
 OnResult = Callable[[Plan, dict], None]
@@ -152,7 +152,7 @@ def _write_scan(plan: Plan, store: OutputStore, cfg: RunConfig, probe: dict[str,
             else:  # a video without shots (no frames) still gets its (empty) tables
                 tables["tracks"], tables["crops"] = empty_table("tracks"), empty_table("crops")
         done = ["detect", "track"] if track else ["detect"]
-        with tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
+        with video_work_dir() as work:
             out = VideoOutput(work, video.video_id)
             seconds["write_s"] = round(time.perf_counter() - t0, 3)
             peaks["write"] = peak.mib  # so far: the summary is written before the task ends
@@ -171,7 +171,7 @@ def _cluster_video(plan: Plan, store: OutputStore, cfg: RunConfig) -> dict[str, 
 
     fit_torch_threads()  # with train_workers 0, stages 2-3 run torch in this task
     video = plan.video
-    with PeakMemory() as peak, tempfile.TemporaryDirectory(prefix="vcn-video-") as work:
+    with PeakMemory() as peak, video_work_dir() as work:
         folder = store.fetch_video(video.video_id, work)
         if folder is None:
             raise RuntimeError(f"{video.video_id}: its detect+track output vanished from {store.uri}")
