@@ -430,13 +430,14 @@ def test_the_index_on_an_s3_server(tmp_path, s3_server):
     assert sum(k.startswith("persons/gen-") for k in keys) == 2 * 3          # two generations kept, 3 tables each
     # The lease: one holder at a time; a holder that died frees it when the lease expires.
     root = IndexRoot(uri)
-    first = Lease(root, lease_s=1.0)
+    # 4 s, not 1: the two refusals below must happen while `first` still holds it, even on a loaded machine.
+    first = Lease(root, lease_s=4.0)
     assert first.try_acquire()
     second = Lease(root, lease_s=60.0)
     assert not second.try_acquire()
     with pytest.raises(VcnError, match="being updated by another run"):
         update_index(uri, wait_s=0)
-    time.sleep(1.2)                                                          # `first` never released: expired
+    time.sleep(4.2)                                                          # `first` never released: expired
     assert second.try_acquire()
     with pytest.raises(VcnError, match="lost the lease"):
         first.renew()
