@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcn.config import SSLConfig
+from vcn.errors import VcnError
 from vcn.ssl import (DinoLoss, ProjectionHead, augment_crops, ema_momentum_schedule, finetune, make_student_and_teacher,
                      pairs_across_matches, pairs_within_tracks, steps_per_epoch, training_plan)
+from vcn.ssl.loss import cross_entropy, student_log_probs, teacher_probs
 
 
 class ToyBackbone(nn.Module):
@@ -100,6 +102,42 @@ def test_loss_is_eq2_symmetrised_with_centering():
 
     expected = 0.5 * (eq2(ta, sb).mean() + eq2(tb, sa).mean())
     assert torch.allclose(loss(ta, tb, sa, sb), expected)
+
+
+def test_prototype_sets_take_eq2_per_set_and_average():
+    torch.manual_seed(0)
+    ta, tb, sa, sb = (torch.randn(3, 12) for _ in range(4))
+    three = DinoLoss(12, sets=3)
+    three.center.copy_(torch.randn(1, 12) * 0.1)
+    per_set = []
+    for k in range(3):
+        one = DinoLoss(4)
+        one.center.copy_(three.center[:, 4 * k:4 * k + 4])
+        block = slice(4 * k, 4 * k + 4)
+        per_set.append(one(ta[:, block], tb[:, block], sa[:, block], sb[:, block]))
+    assert torch.allclose(three(ta, tb, sa, sb), torch.stack(per_set).mean())
+    # Each set's teacher distribution sums to one on its own.
+    p = teacher_probs(ta, three.center, 0.04, sets=3)
+    assert torch.allclose(p.reshape(3, 3, 4).sum(-1), torch.ones(3, 3))
+    with pytest.raises(ValueError, match="prototype sets"):
+        DinoLoss(10, sets=3)
+
+
+def test_prototype_sets_give_algorithm1_the_mean_loss_over_sets():
+    crops, tracks = toy_crops()
+    cfg = small_cfg(prototype_sets=3, head_out=16, rounds=1, epochs_per_round=1)
+    trainer = finetune(ToyBackbone(), crops, tracks, cfg)
+    assert trainer.student.head.prototypes.shape[0] == 48
+    p, l = trainer.probs_and_log_probs(crops)
+    # p carries 1/sets, so -p_a . l_b is Eq. 2 averaged over the sets: exactly the training loss's per-pair term.
+    assert torch.allclose(p.sum(1), torch.ones(len(p)), atol=1e-5)
+    z_t = trainer.teacher(crops[:2].float())
+    z_s = trainer.student(crops[2:4].float())
+    expected = cross_entropy(teacher_probs(z_t, trainer.loss.center, cfg.teacher_temp, 3),
+                             student_log_probs(z_s, cfg.student_temp, 3), sets=3)
+    assert torch.allclose(-(p[:2] * l[2:4]).sum(1), expected.detach(), atol=1e-4)
+    with pytest.raises(VcnError, match="prototype_sets"):
+        finetune(ToyBackbone(), crops, tracks, small_cfg(prototype_sets=0))
 
 
 def test_gradient_reaches_the_student_only():

@@ -89,6 +89,9 @@ class SSLConfig:
     head_hidden: int = 2048
     head_bottleneck: int = 256
     head_out: int = 4096
+    # Prototype sets: the head's last layer holds this many independent sets of head_out prototypes on one
+    # bottleneck; Eq. 2 is taken per set and averaged, in training and as Algorithm 1's distance. 1 = the paper.
+    prototype_sets: int = 1
     teacher_temp: float = 0.04
     student_temp: float = 0.1
     center_momentum: float = 0.9
@@ -350,7 +353,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "quality": {"min_face_px": 24.0, "min_blur_var": 15.0},
         "serfiq": {"passes": 100, "exclude_outliers": True},
-        "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5},
+        "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
                     "cannot_link": False},
     },

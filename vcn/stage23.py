@@ -290,12 +290,13 @@ def cluster_without_finetuning(crops: pa.Table, backbone: nn.Module, cfg: RunCon
     mask = prep.clusterable
     p = l = None
     if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" and mask.any():
-        head = make_head(prep.base.shape[1], cfg.ssl.head_hidden, cfg.ssl.head_bottleneck, cfg.ssl.head_out,
-                         cfg.ssl.seed).eval()
+        sets = cfg.ssl.prototype_sets
+        head = make_head(prep.base.shape[1], cfg.ssl.head_hidden, cfg.ssl.head_bottleneck,
+                         cfg.ssl.head_out * sets, cfg.ssl.seed).eval()
         with torch.no_grad():
             z = head(prep.base[mask])
-        p = teacher_probs(z, torch.zeros(1, z.shape[1]), cfg.ssl.teacher_temp)
-        l = student_log_probs(z, cfg.ssl.student_temp)
+        p = teacher_probs(z, torch.zeros(1, z.shape[1]), cfg.ssl.teacher_temp, sets) / sets
+        l = student_log_probs(z, cfg.ssl.student_temp, sets)
     labels = _labels_for_tracks(cfg.cluster.method, cfg, prep.track_of_crop[mask], prep.base[mask].numpy(),
                                 p, l, cannot_link)
     timings["cluster_s"] = time.perf_counter() - t0

@@ -8,19 +8,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def teacher_probs(z_teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-    """softmax((z_t - c) / T_t): the teacher's sharpened, centred distribution over the K outputs."""
-    return F.softmax((z_teacher - center) / teacher_temp, dim=-1)
+def _per_set(fn, x: torch.Tensor, sets: int) -> torch.Tensor:
+    """Apply a softmax-like `fn` to each of the `sets` equal blocks of the last dimension separately."""
+    return fn(x.reshape(*x.shape[:-1], sets, -1), dim=-1).reshape(x.shape)
 
 
-def student_log_probs(z_student: torch.Tensor, student_temp: float) -> torch.Tensor:
-    """log softmax(z_s / T_s)."""
-    return F.log_softmax(z_student / student_temp, dim=-1)
+def teacher_probs(z_teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float, sets: int = 1) -> torch.Tensor:
+    """softmax((z_t - c) / T_t): the teacher's sharpened, centred distribution over the K outputs of each of the
+    `sets` prototype sets (one distribution per set, side by side)."""
+    return _per_set(F.softmax, (z_teacher - center) / teacher_temp, sets)
 
 
-def cross_entropy(p_teacher: torch.Tensor, log_p_student: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 per row: - sum_k p_t[k] * log p_s[k]."""
-    return -(p_teacher * log_p_student).sum(dim=-1)
+def student_log_probs(z_student: torch.Tensor, student_temp: float, sets: int = 1) -> torch.Tensor:
+    """log softmax(z_s / T_s), per prototype set."""
+    return _per_set(F.log_softmax, z_student / student_temp, sets)
+
+
+def cross_entropy(p_teacher: torch.Tensor, log_p_student: torch.Tensor, sets: int = 1) -> torch.Tensor:
+    """Eq. 2 per row: - sum_k p_t[k] * log p_s[k], averaged over the prototype sets."""
+    return -(p_teacher * log_p_student).sum(dim=-1) / sets
 
 
 class DinoLoss(nn.Module):
@@ -31,8 +37,11 @@ class DinoLoss(nn.Module):
     """
 
     def __init__(self, out_dim: int, teacher_temp: float = 0.04, student_temp: float = 0.1,
-                 center_momentum: float = 0.9):
+                 center_momentum: float = 0.9, sets: int = 1):
         super().__init__()
+        if sets < 1 or out_dim % sets:
+            raise ValueError(f"{out_dim} outputs do not split into {sets} prototype sets")
+        self.sets = sets
         self.teacher_temp = teacher_temp
         self.student_temp = student_temp
         self.center_momentum = center_momentum
@@ -41,11 +50,11 @@ class DinoLoss(nn.Module):
     def forward(self, teacher_a: torch.Tensor, teacher_b: torch.Tensor,
                 student_a: torch.Tensor, student_b: torch.Tensor) -> torch.Tensor:
         """Mean over pairs of (L(t(a), s(b)) + L(t(b), s(a))) / 2; teacher inputs carry no gradient."""
-        p_a = teacher_probs(teacher_a.detach(), self.center, self.teacher_temp)
-        p_b = teacher_probs(teacher_b.detach(), self.center, self.teacher_temp)
-        l_a = student_log_probs(student_a, self.student_temp)
-        l_b = student_log_probs(student_b, self.student_temp)
-        return 0.5 * (cross_entropy(p_a, l_b).mean() + cross_entropy(p_b, l_a).mean())
+        p_a = teacher_probs(teacher_a.detach(), self.center, self.teacher_temp, self.sets)
+        p_b = teacher_probs(teacher_b.detach(), self.center, self.teacher_temp, self.sets)
+        l_a = student_log_probs(student_a, self.student_temp, self.sets)
+        l_b = student_log_probs(student_b, self.student_temp, self.sets)
+        return 0.5 * (cross_entropy(p_a, l_b, self.sets).mean() + cross_entropy(p_b, l_a, self.sets).mean())
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

@@ -132,10 +132,13 @@ class SelfDistillation:
             raise VcnError(f"ssl.backbone_layers={cfg.backbone_layers!r} is unknown; choose one of "
                            f"{', '.join(BACKBONE_LAYERS)}")
         device = resolve_device(cfg.device)
+        if cfg.prototype_sets < 1:
+            raise VcnError(f"ssl.prototype_sets={cfg.prototype_sets} must be 1 or more")
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
-                                                    cfg.head_out, seed=cfg.seed,
+                                                    cfg.head_out * cfg.prototype_sets, seed=cfg.seed,
                                                     tail_only=cfg.backbone_layers == "tail")
-        loss = DinoLoss(cfg.head_out, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum)
+        loss = DinoLoss(cfg.head_out * cfg.prototype_sets, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum,
+                        cfg.prototype_sets)
         spe = steps_per_epoch(n_crops, cfg, world)
         momentum = {kind: ema_momentum_schedule(spe * sum(p.epochs for p in training_plan(cfg) if p.kind == kind),
                                                 cfg.ema_start, cfg.ema_end) for kind in ("heads", "full")}
@@ -293,11 +296,16 @@ class SelfDistillation:
                               self.teacher.backbone)
 
     def probs_and_log_probs(self, crops_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per crop, without augmentation: teacher probabilities p and student log-probabilities l (Eq. 2 terms)."""
+        """Per crop, without augmentation: teacher probabilities p and student log-probabilities l (Eq. 2 terms).
+
+        With several prototype sets, p is divided by their number, so -p . l is Eq. 2 averaged over the sets and
+        Algorithm 1's bilinear form holds unchanged."""
+        sets = self.cfg.prototype_sets
         z_t = run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device)
         z_s = run_in_batches(self.student, crops_uint8, self.cfg.eval_batch_size, self.device)
         center = self.loss.center.detach().cpu()
-        return teacher_probs(z_t, center, self.cfg.teacher_temp), student_log_probs(z_s, self.cfg.student_temp)
+        return (teacher_probs(z_t, center, self.cfg.teacher_temp, sets) / sets,
+                student_log_probs(z_s, self.cfg.student_temp, sets))
 
 
 def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.ndarray, cfg: SSLConfig,
