@@ -1,0 +1,63 @@
+"""benchmarks/seeds.py: the summary and merge that choose a default over seeds (scored rows made up here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("vcn_bench_seeds", REPO / "benchmarks" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def scored(f: float, wcp: float = 1.0, pcr: float = 1.0, clusters: int = 3) -> dict:
+    return {"bcubed_f": f, "wcp": wcp, "pcr": pcr, "n_clusters": clusters}
+
+
+def video(runs: dict, hac_f: dict) -> dict:
+    return {"video": "v.mp4", "runs": runs, "hac": {t: scored(f) for t, f in hac_f.items()}}
+
+
+HAC = {"0.3": 0.5, "0.4": 0.6, "0.5": 0.8, "0.6": 0.7, "0.7": 0.4, "0.8": 0.3}
+
+
+def test_summary_averages_over_seeds_and_counts_targets_against_the_one_hac_threshold(bench):
+    videos = {
+        "a": video({"one": {"0": scored(0.7, wcp=0.9), "1": scored(0.9)}, "four": {"0": scored(0.9), "1": scored(0.8)}}, HAC),
+        "b": video({"one": {"0": scored(0.9, pcr=1.5), "1": scored(0.7)}, "four": {"0": scored(0.9), "1": scored(0.9)}}, HAC),
+    }
+    s = bench.summarise(videos, ["one", "four"], [0, 1])
+    assert s["hac_threshold_chosen_once"] == "0.5"
+    one, four = s["configs"]["one"], s["configs"]["four"]
+    assert one["mean_bcubed_f_over_seeds"] == pytest.approx(0.8) and four["mean_bcubed_f_over_seeds"] == pytest.approx(0.875)
+    assert one["spread_over_seeds"] == pytest.approx(0.0) and four["spread_over_seeds"] == pytest.approx(0.05)
+    assert one["per_seed"]["0"]["videos_wcp_ge_0.97"] == 1 and one["per_seed"]["0"]["videos_pcr_0.9_to_1.15"] == 1
+    assert one["per_seed"]["0"]["videos_f_ge_hac_chosen_once"] == 1          # 0.7 < 0.8 <= 0.9
+    assert four["per_seed"]["1"]["videos_f_ge_hac_chosen_once"] == 2
+
+
+def test_merge_joins_one_process_per_seed_and_the_table_shows_every_seed(bench):
+    part = {"configs": {"one": []}, "seeds": [0], "command": "x", "videos": {"a": video({"one": {"0": scored(0.7)}}, HAC)}}
+    other = {"configs": {"one": []}, "seeds": [1], "command": "y", "videos": {"a": video({"one": {"1": scored(0.9)}}, HAC)}}
+    merged = bench.merge([part, other])
+    assert merged["seeds"] == [0, 1] and set(merged["videos"]["a"]["runs"]["one"]) == {"0", "1"}
+    assert merged["summary"]["configs"]["one"]["mean_bcubed_f_over_seeds"] == pytest.approx(0.8)
+    text = bench.table(merged)
+    assert "| a | 3, 1.00, 1.00, 0.70; 3, 1.00, 1.00, 0.90 | 3, 1.00, 1.00, 0.80 |" in text
+
+
+def test_config_names_and_overrides_are_parsed_or_refused(bench):
+    assert bench.parse_config("four:ssl.prototype_sets=4,ssl.seed=1") == ("four", ["ssl.prototype_sets=4", "ssl.seed=1"])
+    assert bench.parse_config("defaults:") == ("defaults", [])
+    with pytest.raises(SystemExit, match="NAME:section.key=value"):
+        bench.parse_config("four:prototype_sets")
