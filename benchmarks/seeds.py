@@ -83,8 +83,9 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
 
 
 def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> dict:
-    """Per config: mean over seeds of the mean BCubed F over videos (and its spread), and per seed the counts of
-    videos meeting the targets; the HAC threshold chosen once for all videos is the yardstick."""
+    """Per config and seed: mean scores and the counts of videos meeting the targets, over the videos run with that
+    seed; across seeds: the mean BCubed F over the videos every seed covers. The HAC threshold chosen once for all
+    videos is the yardstick."""
     rows = list(videos.values())
     hac_f = {str(t): float(np.mean([r["hac"][str(t)]["bcubed_f"] for r in rows])) for t in HAC_THRESHOLDS}
     chosen = max(hac_f, key=hac_f.get)
@@ -92,7 +93,10 @@ def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> 
     for config in configs:
         per_seed = {}
         for seed in map(str, seeds):
-            scores = [r["runs"][config][seed] for r in rows]
+            have = [r for r in rows if seed in r["runs"].get(config, {})]
+            scores = [r["runs"][config][seed] for r in have]
+            if not scores:
+                continue
             per_seed[seed] = {
                 "mean_bcubed_f": float(np.mean([s["bcubed_f"] for s in scores])),
                 "mean_wcp": float(np.mean([s["wcp"] for s in scores])),
@@ -100,11 +104,15 @@ def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> 
                 "videos_wcp_ge_0.97": sum(s["wcp"] >= 0.97 for s in scores),
                 "videos_pcr_0.9_to_1.15": sum(0.9 <= s["pcr"] <= 1.15 for s in scores),
                 "videos_f_ge_hac_chosen_once": sum(s["bcubed_f"] >= r["hac"][chosen]["bcubed_f"] - 1e-9
-                                                   for s, r in zip(scores, rows)),
+                                                   for s, r in zip(scores, have)),
                 "videos": len(scores)}
-        fs = [v["mean_bcubed_f"] for v in per_seed.values()]
-        out["configs"][config] = {"mean_bcubed_f_over_seeds": float(np.mean(fs)),
-                                  "spread_over_seeds": float(np.max(fs) - np.min(fs)), "per_seed": per_seed}
+        common = [name for name, r in videos.items()
+                  if all(str(seed) in r["runs"].get(config, {}) for seed in seeds)]
+        fs = [float(np.mean([videos[v]["runs"][config][str(seed)]["bcubed_f"] for v in common])) for seed in seeds]
+        out["configs"][config] = {"videos_every_seed_covers": common,
+                                  "mean_bcubed_f_over_seeds": float(np.mean(fs)) if common else None,
+                                  "spread_over_seeds": float(np.max(fs) - np.min(fs)) if common else None,
+                                  "per_seed": per_seed}
     return out
 
 
@@ -113,12 +121,11 @@ def merge(parts: list[dict]) -> dict:
     out = json.loads(json.dumps(parts[0]))
     out["command"] = [p["command"] for p in parts]
     out["seeds"] = sorted({s for p in parts for s in p["seeds"]})
-    videos = [v for v in out["videos"] if all(v in p["videos"] for p in parts)]
-    out["videos"] = {v: out["videos"][v] for v in videos}
-    for p in parts[1:]:
-        for v in videos:
-            for config, runs in p["videos"][v]["runs"].items():
-                out["videos"][v]["runs"].setdefault(config, {}).update(runs)
+    for p in parts[1:]:            # a video one run did not reach (stopped early) keeps the seeds that did
+        for v, row in p["videos"].items():
+            mine = out["videos"].setdefault(v, json.loads(json.dumps(row)))
+            for config, runs in row["runs"].items():
+                mine["runs"].setdefault(config, {}).update(runs)
     out["summary"] = summarise(out["videos"], list(out["configs"]), out["seeds"])
     return out
 
@@ -133,12 +140,13 @@ def table(results: dict) -> str:
         cells = []
         for c in configs:
             cells.append("; ".join(f"{r['n_clusters']}, {r['wcp']:.2f}, {r['pcr']:.2f}, {r['bcubed_f']:.2f}"
-                                   for r in row["runs"][c].values()))
+                                   for _, r in sorted(row["runs"].get(c, {}).items())))
         h = row["hac"][chosen]
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {h['n_clusters']}, {h['wcp']:.2f}, {h['pcr']:.2f}, {h['bcubed_f']:.2f} |")
-    lines.append("| mean F (per seed) | " + " | ".join(
-        "; ".join(f"{v['mean_bcubed_f']:.3f}" for v in s["configs"][c]["per_seed"].values()) for c in configs)
+    lines.append("| mean F (per seed, over its videos) | " + " | ".join(
+        "; ".join(f"{v['mean_bcubed_f']:.3f} ({v['videos']})" for _, v in sorted(s["configs"][c]["per_seed"].items()))
+        for c in configs)
         + f" | {s['hac_mean_bcubed_f'][chosen]:.3f} |")
     return "\n".join(lines)
 

@@ -49,11 +49,16 @@ def test_summary_averages_over_seeds_and_counts_targets_against_the_one_hac_thre
 def test_merge_joins_one_process_per_seed_and_the_table_shows_every_seed(bench):
     part = {"configs": {"one": []}, "seeds": [0], "command": "x", "videos": {"a": video({"one": {"0": scored(0.7)}}, HAC)}}
     other = {"configs": {"one": []}, "seeds": [1], "command": "y", "videos": {"a": video({"one": {"1": scored(0.9)}}, HAC)}}
+    part["videos"]["b"] = video({"one": {"0": scored(0.5)}}, HAC)          # the seed-1 run stopped before b
     merged = bench.merge([part, other])
     assert merged["seeds"] == [0, 1] and set(merged["videos"]["a"]["runs"]["one"]) == {"0", "1"}
-    assert merged["summary"]["configs"]["one"]["mean_bcubed_f_over_seeds"] == pytest.approx(0.8)
+    summary = merged["summary"]["configs"]["one"]
+    assert summary["videos_every_seed_covers"] == ["a"]
+    assert summary["mean_bcubed_f_over_seeds"] == pytest.approx(0.8)       # over a only
+    assert summary["per_seed"]["0"]["videos"] == 2 and summary["per_seed"]["1"]["videos"] == 1
     text = bench.table(merged)
     assert "| a | 3, 1.00, 1.00, 0.70; 3, 1.00, 1.00, 0.90 | 3, 1.00, 1.00, 0.80 |" in text
+    assert "| b | 3, 1.00, 1.00, 0.50 |" in text and "0.600 (2); 0.900 (1)" in text
 
 
 def test_config_names_and_overrides_are_parsed_or_refused(bench):
