@@ -284,7 +284,8 @@ def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     trainer = finetune(ToyBackbone(), crops, tracks, cfg)
     first = trainer.logs[0]
     assert first.kind == "heads" and first.steps == 30 * steps_per_epoch(20, cfg)
-    fresh, _ = make_student_and_teacher(ToyBackbone(), 32, 8, 64, seed=0)
+    fresh, _ = make_student_and_teacher(ToyBackbone(), 32, 8, 64 * cfg.prototype_sets, seed=0)
+    assert fresh.head.prototypes.shape == trainer.teacher.head.prototypes.shape
     assert not torch.equal(fresh.head.prototypes, trainer.teacher.head.prototypes)
     # The backbone stayed frozen in the warm-up.
     assert all(torch.equal(v, trainer.student.backbone.state_dict()[k]) for k, v in fresh.backbone.state_dict().items())
