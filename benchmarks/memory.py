@@ -3,8 +3,12 @@ JSON (issue 13: at most 2 GB on the sitcom, and flat in length: the longest with
 sitcom is also run with every stage (peak RSS, wall time and seconds per step of the whole method: issue 11 asks
 for at most 5 minutes on 2 cores).
 
-    python benchmarks/memory.py --out benchmarks/results/memory.json
+    python benchmarks/memory.py --out benchmarks/results/memory.json --before ed2b3e9
     python benchmarks/memory.py --lengths 1 10 60 --length-size 320x180 --length-fps 5 --sizes 640x360 1920x1080
+
+--before REV also runs the sitcom with every stage on the code of git revision REV (checked out in a temporary
+worktree, run with the same interpreter and packages), so a change's before and after figures come from one
+run on one machine under the same load; the row is sitcom_82s_720p_all_stages_before, with the ratios beside it.
 
 Material is rendered once per frame size (real face photos panning, a cut every 6 s: long_video_memory.py) and
 made longer by remuxing it back to back (no re-encoding), so a 60-minute file costs seconds to make. Each run is
@@ -45,10 +49,13 @@ def video_of(work: Path, minutes: float, size: str, fps: int, material_s: float)
     return video
 
 
-def measure(video: Path, work: Path, stages: str = "detect,track") -> dict:
+def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = REPO) -> dict:
+    """`vcn run` as the only child of a fresh wrapper; `code`: the checkout whose vcn runs (its folder goes first
+    on the child's module path, ahead of the editable install)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
     wrapper = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_video_memory.py"), "--work",
                               str(work / "vcn"), "--measure", str(video), "--stages", stages], capture_output=True,
-                             text=True, check=True, cwd=REPO)
+                             text=True, check=True, cwd=code, env=env)
     run = json.loads(wrapper.stdout)
     summary_path = work / "vcn" / video.stem / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -64,6 +71,19 @@ def measure(video: Path, work: Path, stages: str = "detect,track") -> dict:
     return result
 
 
+def measure_at(rev: str, video: Path, work: Path, stages: str) -> dict:
+    """`measure` with the code of git revision `rev`, checked out in a temporary worktree (removed after)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    tree = work / f"code-{commit[:12]}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=REPO, capture_output=True,
+                   check=True)
+    try:
+        return {"commit": commit, **measure(video, work, stages, code=tree)}
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
@@ -76,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes-fps", type=int, default=5)
     parser.add_argument("--material-s", type=float, default=60.0)
     parser.add_argument("--no-sitcom", action="store_true", help=f"skip the real clip ({SITCOM.name})")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run the sitcom with every stage on the code of git revision REV")
     args = parser.parse_args(argv)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vcn-memory-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -88,8 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_sitcom and SITCOM.is_file():
             report["sitcom_82s_720p"] = measure(SITCOM, work)
             # The whole method (issue 11: at most 5 minutes on 2 cores; issue 13: at most 2 GB).
-            report["sitcom_82s_720p_all_stages"] = measure(SITCOM, work, "detect,track,cluster")
+            report["sitcom_82s_720p_all_stages"] = after = measure(SITCOM, work, "detect,track,cluster")
             out.write_text(json.dumps(report, indent=2))
+            if args.before:
+                report["sitcom_82s_720p_all_stages_before"] = before = measure_at(args.before, SITCOM, work,
+                                                                                   "detect,track,cluster")
+                report["sitcom_82s_720p_all_stages_after_over_before"] = {
+                    "peak_rss": round(after["peak_rss_mib"] / before["peak_rss_mib"], 3),
+                    "wall": round(after["wall_s"] / before["wall_s"], 3)}
+                out.write_text(json.dumps(report, indent=2))
         report["by_length"] = [{"minutes": m, "size": args.length_size, "fps": args.length_fps,
                                 **measure(video_of(work, m, args.length_size, args.length_fps, args.material_s),
                                           work)} for m in args.lengths]
@@ -105,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(report, indent=2))
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in report.items() if k not in ("by_length", "by_size", "sitcom_82s_720p", "sitcom_82s_720p_all_stages")}))
+    print(json.dumps({k: v for k, v in report.items() if not k.startswith(("by_", "sitcom_82s_720p"))
+                      or k.endswith("_over_before")}))
     print(f"wrote {out}")
     return 0
 

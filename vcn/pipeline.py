@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from vcn import __version__
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.heap import release_memory
 from vcn.outputs import VideoOutput, video_id_for
 from vcn.progress import Progress
 from vcn.tables import SCHEMAS, empty_table, make_table
@@ -254,6 +255,7 @@ def cluster_crops(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg: 
     from vcn.stage23 import finetune_and_cluster
 
     backbone = backbone if backbone is not None else load_backbone(cfg.embed.backbone)
+    release_memory()  # the conversion's copies of the weights, and whatever stage 1 left (issue 13, vcn.heap)
     cannot_link = _co_occurring_frames(detections) if cfg.cluster.cannot_link else None
     return finetune_and_cluster(crops, backbone, cfg, video_id, cannot_link_frames=cannot_link)
 
@@ -322,6 +324,10 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
             timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
             timings["frames_scanned"] = int(len(scan.frame_times))
             decode_error = scan.decode_error
+            # The detector (an onnxruntime session with its own arena) and the decoded frames are garbage now:
+            # what the heaps kept of them goes back to the OS before tracking and stage 2 (issue 13, vcn.heap).
+            del scan
+            release_memory()
         if "track" in todo:
             t0 = time.perf_counter()
             shots = table("shots")

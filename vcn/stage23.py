@@ -20,6 +20,7 @@ from torch import nn
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.heap import release_memory, trim_before_no_grad_passes
 from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
 from vcn.ssl.head import make_head
@@ -83,6 +84,7 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     for t, out in zip(scored.tolist(), outlier.tolist()):
         reason[t] = "serfiq_outlier" if out and cfg.serfiq.exclude_outliers else "clustered"
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
+    release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable)
 
 
@@ -222,14 +224,18 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
         return matches
 
     t0 = time.perf_counter()
-    trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
-    for log in trainer.logs:
-        key = f"finetune_round{log.round + 1}_{log.kind}_s"
-        timings[key] = timings.get(key, 0.0) + log.seconds
-    timings["finetune_s"] = time.perf_counter() - t0
+    # The micro-batches' freed activations go back to the OS before each no-gradient pass of the backbone (the
+    # teacher's at every step, the embeddings): otherwise they stay resident under that pass's own 64-crop
+    # activations, the peak of the whole run (issue 13, vcn.heap). Same numbers, only where memory lives.
+    with trim_before_no_grad_passes(type(backbone)):
+        trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
+        for log in trainer.logs:
+            key = f"finetune_round{log.round + 1}_{log.kind}_s"
+            timings[key] = timings.get(key, 0.0) + log.seconds
+        timings["finetune_s"] = time.perf_counter() - t0
 
-    t1 = time.perf_counter()
-    tuned = trainer.teacher_embeddings(prep.images)
+        t1 = time.perf_counter()
+        tuned = trainer.teacher_embeddings(prep.images)
     timings["embed_finetuned_s"] = time.perf_counter() - t1
     timings["stage2_s"] = time.perf_counter() - t_start
     return FinetunedVideo(prep, tuned, trainer, found, timings, name)
@@ -265,7 +271,11 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
     if not mask.any():
         labels = {}
     else:
-        p, l = ft.loss_terms() if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss" else (None, None)
+        p = l = None
+        if cfg.cluster.method == "vcn" and cfg.cluster.metric == "loss":
+            # No-gradient passes of teacher and student over every crop: trimmed before each, as in finetuning.
+            with trim_before_no_grad_passes(type(ft.trainer.teacher.backbone)):
+                p, l = ft.loss_terms()
         labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
                                     p, l, cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
