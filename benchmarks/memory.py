@@ -59,16 +59,46 @@ def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = 
     run = json.loads(wrapper.stdout)
     summary_path = work / "vcn" / video.stem / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    digests = output_digests(work / "vcn" / video.stem)
     shutil.rmtree(work / "vcn" / video.stem, ignore_errors=True)
     result = {"video": video.name, "stages": stages, "peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"],
               "returncode": run["returncode"], "seconds": summary.get("seconds"),
               "frames": (summary.get("seconds") or {}).get("frames_scanned"),
               "counts": summary.get("counts"), "rss_timeline_mib": run["rss_timeline_mib"]}
+    if digests:
+        result["output_sha256"] = digests
     if run["returncode"]:
         result["stderr"] = run["stderr"]
     print(f"{video.name}: peak RSS {run['peak_rss_mib']} MiB in {run['wall_s']} s, counts {result['counts']}",
           flush=True)
     return result
+
+
+def output_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of the method's results in a run's output, to show two runs computed the same thing: clusters
+    (track id, cluster id, reason, SER-FIQ track quality) and embeddings (crop, model, vector bytes)."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    columns = {"clusters": ("track_id", "cluster_id", "reason", "track_quality"),
+               "embeddings": ("crop_id", "model", "embedding")}
+    digests = {}
+    for name, names in columns.items():
+        path = folder / f"{name}.parquet"
+        if not path.is_file():
+            continue
+        table = pq.read_table(path, columns=list(names))
+        digest = hashlib.sha256()
+        for column in names:
+            values = table.column(column).to_pylist()
+            if column == "embedding":
+                digest.update(np.asarray(values, np.float32).tobytes())
+            else:
+                digest.update(json.dumps(values).encode())
+        digests[name] = digest.hexdigest()
+    return digests
 
 
 def measure_at(rev: str, video: Path, work: Path, stages: str) -> dict:
@@ -117,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    "detect,track,cluster")
                 report["sitcom_82s_720p_all_stages_after_over_before"] = {
                     "peak_rss": round(after["peak_rss_mib"] / before["peak_rss_mib"], 3),
-                    "wall": round(after["wall_s"] / before["wall_s"], 3)}
+                    "wall": round(after["wall_s"] / before["wall_s"], 3),
+                    "same_outputs": after.get("output_sha256") == before.get("output_sha256")}
                 out.write_text(json.dumps(report, indent=2))
         report["by_length"] = [{"minutes": m, "size": args.length_size, "fps": args.length_fps,
                                 **measure(video_of(work, m, args.length_size, args.length_fps, args.material_s),
