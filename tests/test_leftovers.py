@@ -29,7 +29,7 @@ DAYS_AGO = time.time() - 2 * UNKNOWN_OWNER_AGE_S
 WRITER = textwrap.dedent("""
     import json, os, sys, tempfile, time
     from pathlib import Path
-    from vcn.leftovers import old_name, tmp_prefix, video_work_dir
+    from vcn.leftovers import old_name, scratch_dir, tmp_prefix, video_work_dir
     from vcn.outputs import VideoOutput
 
     out, cache = Path(sys.argv[1]), Path(sys.argv[2])
@@ -46,9 +46,9 @@ WRITER = textwrap.dedent("""
     made["dataset"] = part
     fd, download = tempfile.mkstemp(prefix=tmp_prefix("abc.mp4"), suffix=".part", dir=cache)
     made["download"] = download
-    with video_work_dir() as work:
+    with video_work_dir() as work, scratch_dir("persons") as persons, scratch_dir("index") as index:
         (Path(work) / "frames.bin").write_bytes(b"x" * 1000)
-        made["work"] = work
+        made.update(work=work, persons_scratch=persons, index_download=index)
         print(json.dumps(made), flush=True)
         time.sleep(600)
 """)

@@ -9,11 +9,12 @@ that is SIGKILLed (OOM killer, a lost Ray worker, a pod evicted) cannot remove t
     OUT/.<video_id>.<owner>.old/                       swap_in's previous output, between its two renames
     <folder>/.<file>.<owner>.<random>.tmp              storage.atomic_write_bytes (manifest, dataset parts, index)
     <folder>/.<name>.<owner>.<random>.part             storage.download_file / download_prefix
-    $TMPDIR/vcn-video-<owner>-<random>/                a catalogue worker's scratch folder
+    $TMPDIR/vcn-<kind>-<owner>-<random>/               a scratch folder (`scratch_dir`): a catalogue worker's
+                                                       video, a person-index update, an s3 index download
 
 `vcn run` sweeps its --out folder and the catalogue job its output before they start (`sweep_output`); every
-catalogue worker sweeps the node's stale scratch folders when it makes its own (`video_work_dir`) and the download
-cache before it downloads.
+process sweeps the node's stale scratch folders whenever it makes one of its own (`scratch_dir`), and a catalogue
+worker its download cache before it downloads.
 
 How a run knows an entry is stale, and why this way: every name carries its owner, `owner_tag()` =
 "<node>-<pid>-<start>": the process id, the process's start time (clock ticks since boot, /proc/<pid>/stat) and a
@@ -44,7 +45,8 @@ from pathlib import Path
 from typing import Iterator
 
 UNKNOWN_OWNER_AGE_S = 24 * 3600.0
-WORK_PREFIX = "vcn-video-"
+# What scratch folders are for: vcn-<kind>-... in the system temp folder.
+SCRATCH_KINDS = ("video", "persons", "index", "chromium")
 _TAG = r"[0-9a-f]{8}-\d+-\d+"
 _RANDOM = r"[a-z0-9_]{8}"                       # tempfile's random part
 # Hidden temporary names: the stem, the owner, tempfile's random part. Only names with an owner are vcn's for sure
@@ -52,7 +54,7 @@ _RANDOM = r"[a-z0-9_]{8}"                       # tempfile's random part
 # scratch folders are vcn's by their prefix, so an untagged one goes by age.
 _HIDDEN = re.compile(rf"\.(?P<stem>.+?)\.(?P<tag>{_TAG})\.{_RANDOM}(?:\.parquet)?\.(?:tmp|part)")
 _OLD = re.compile(rf"\.(?P<stem>.+?)\.(?P<tag>{_TAG})\.old")
-_WORK = re.compile(rf"{WORK_PREFIX}(?:(?P<tag>{_TAG})-)?{_RANDOM}")
+_WORK = re.compile(rf"vcn-(?:{'|'.join(SCRATCH_KINDS)})-(?:(?P<tag>{_TAG})-)?{_RANDOM}")
 
 _cached: tuple[int, str] | None = None
 
@@ -210,7 +212,7 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def sweep_work_dirs(parent: str | os.PathLike | None = None) -> list[str]:
-    """Remove stale `vcn-video-*` scratch folders of dead workers from the temp folder (or `parent`)."""
+    """Remove stale scratch folders (`vcn-<kind>-*`) of dead processes from the temp folder (or `parent`)."""
     parent = Path(parent or tempfile.gettempdir())
     done: list[str] = []
     try:
@@ -226,8 +228,16 @@ def sweep_work_dirs(parent: str | os.PathLike | None = None) -> list[str]:
 
 
 @contextmanager
-def video_work_dir() -> Iterator[str]:
-    """A private scratch folder for one video (removed after), after removing those of dead workers."""
+def scratch_dir(kind: str) -> Iterator[str]:
+    """A private scratch folder vcn-<kind>-<owner>-* in the temp folder (removed after), after removing those
+    that dead processes left behind: a SIGKILL skips TemporaryDirectory's clean-up."""
+    if kind not in SCRATCH_KINDS:
+        raise ValueError(f"scratch folder kind {kind!r}; choose one of {SCRATCH_KINDS}")
     sweep_work_dirs()
-    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{owner_tag()}-") as work:
+    with tempfile.TemporaryDirectory(prefix=f"vcn-{kind}-{owner_tag()}-") as work:
         yield work
+
+
+def video_work_dir():
+    """A private scratch folder for one catalogue video (see scratch_dir)."""
+    return scratch_dir("video")

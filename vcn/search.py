@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 
 from vcn import storage
 from vcn.errors import VcnError
+from vcn.leftovers import scratch_dir
 from vcn.report.data import Appearance, appearances, list_column_matrix, track_seconds
 
 FINETUNED_SUFFIX = "+finetuned"
@@ -305,7 +305,7 @@ def load_index(index: str | Path, model: str | None = None) -> SearchIndex:
     """The searchable tracks of a local folder or s3:// prefix: a catalogue output (tracks/ dataset), a folder
     of `vcn run` outputs (OUT/*/), or one video's output folder."""
     if storage.is_s3(str(index)):
-        with tempfile.TemporaryDirectory(prefix="vcn-index-") as tmp:
+        with scratch_dir("index") as tmp:
             local = _download_index(str(index), Path(tmp))
             return load_index(local, model)
     root = Path(index).expanduser()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from vcn import storage
 from vcn.errors import VcnError
+from vcn.leftovers import scratch_dir
 
 SUMMARY = "summary.json"
 PERSONS_DIR = "persons"
@@ -143,8 +143,9 @@ class IndexRoot:
                 (folder / name).write_bytes(data)
         return folder
 
-    def scratch(self) -> tempfile.TemporaryDirectory:
-        return tempfile.TemporaryDirectory(prefix="vcn-persons-")
+    def scratch(self):
+        """A private local scratch folder (a context manager giving its path), swept if a run is killed."""
+        return scratch_dir("persons")
 
 
 def _one_per_id(found: list[VideoEntry]) -> list[VideoEntry]:

@@ -10,12 +10,13 @@ import os
 import queue
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vcn.leftovers import scratch_dir
 
 # Where Debian, Ubuntu's snap, and Google's packages put the browser; VCN_CHROMIUM overrides.
 _CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/snap/bin/chromium", "/usr/bin/google-chrome")
@@ -161,7 +162,7 @@ def check_page(path: str | Path, expression: str | None = None, screenshot: bool
         raise FileNotFoundError("no Chromium found; install it (Debian: apt-get install -y chromium) "
                                 "or set VCN_CHROMIUM to its path")
     url = Path(path).resolve().as_uri()
-    with tempfile.TemporaryDirectory(prefix="vcn-chromium-") as profile:
+    with scratch_dir("chromium") as profile:
         pipe = _Pipe(executable, profile, [])
         try:
             target = pipe.call("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
