@@ -2,11 +2,14 @@
 different videos, on two cuts of one real promo and on rendered episodes whose casts overlap.
 
     python benchmarks/persons_accuracy.py --work work/persons_accuracy      # writes benchmarks/results/persons_accuracy.json
+        [--clusters vcn,hac] [--sets real,lfw150,deepface13]
 
-Per-video clusters: stage 1 of `vcn run`, then HAC (cosine 0.6) on the base SFace embeddings without finetuning
-(the linker reads only clusters and base embeddings; finetuning costs minutes per video on a CPU); a finished
-video is not run again. The index is rebuilt from scratch each
-time (OUT/persons/ removed first). Truth: each system track takes the identity of the truth boxes its detections
+Per-video clusters, one set of outputs per choice in --clusters (each video is run once per choice):
+  vcn  what a user gets: `vcn run` with every stage and the default configuration (finetuning, Algorithm 1);
+  hac  stage 1 of `vcn run`, then HAC (cosine 0.6) on the base SFace embeddings without finetuning: minutes
+       cheaper per video on a CPU, and the clusters the first measurement used.
+The linker itself reads only clusters and base embeddings. The index is rebuilt from scratch each time
+(OUT/persons/ removed first). Truth: each system track takes the identity of the truth boxes its detections
 overlap (IoU >= 0.3, vcn/evaluate.py). Two levels: pairs of labelled TRACKS of two different videos (a true pair
 when both are one identity, a found pair when their clusters are in one person: per-video clustering errors
 count), and pairs of CLUSTERS, each cluster taking the majority identity of its labelled tracks (the linker's
@@ -41,17 +44,25 @@ EPISODES = {"lfw150": ("lfw150", 16, 4, 10, 14), "deepface13": ("deepface13", 13
 
 
 CLUSTERED_BY = "persons_benchmark: hac on base embeddings"
+CLUSTERINGS = ("vcn", "hac")
 
 
-def run_vcn(video: Path, out: Path, video_id: str, log) -> Path:
-    """Stage 1 with `vcn run --stages detect,track`, then HAC (cosine 0.6) on the base embeddings without
-    finetuning (vcn.stage23.cluster_without_finetuning, as the tests do): the linker needs clusters and base
-    embeddings only, and finetuning costs minutes per video on a CPU. Each step is done once."""
+def run_vcn(video: Path, out: Path, video_id: str, log, clusters: str = "vcn") -> Path:
+    """`video`'s outputs under out/video_id with per-video clusters made as `clusters` says (module docstring).
+    Each step is done once: a finished video is not run again."""
     folder = out / video_id
+    if clusters == "vcn":
+        summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+        if "cluster" not in summary.get("stages_done", []):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--video-id",
+                            video_id, "--quiet", "--no-report", "--no-index"], check=True)
+            log(f"vcn run {video.name}: {time.perf_counter() - t0:.0f} s")
+        return folder
     if not (folder / "crops.parquet").is_file():
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--video-id",
-                        video_id, "--stages", "detect,track", "--quiet", "--no-report"], check=True)
+                        video_id, "--stages", "detect,track", "--quiet", "--no-report", "--no-index"], check=True)
         log(f"vcn run --stages detect,track {video.name}: {time.perf_counter() - t0:.0f} s")
     summary = json.loads((folder / "summary.json").read_text())
     if summary.get("clustered_by") != CLUSTERED_BY:
@@ -63,13 +74,13 @@ def run_vcn(video: Path, out: Path, video_id: str, log) -> Path:
         t0 = time.perf_counter()
         cfg = RunConfig()
         cfg.cluster.method = "hac"
-        clusters, embeddings, _ = cluster_without_finetuning(pq.read_table(folder / "crops.parquet"),
-                                                             load_backbone("sface"), cfg, video_id)
-        ids = clusters.column("cluster_id").to_numpy()
+        clusters_table, embeddings, _ = cluster_without_finetuning(pq.read_table(folder / "crops.parquet"),
+                                                                   load_backbone("sface"), cfg, video_id)
+        ids = clusters_table.column("cluster_id").to_numpy()
         summary["stages_done"] = ["detect", "track", "cluster"]
         summary["counts"].update(clusters=int(len(np.unique(ids[ids >= 0]))), unknown_tracks=int((ids < 0).sum()))
         summary["clustered_by"] = CLUSTERED_BY
-        VideoOutput(out, video_id).commit({"clusters": clusters, "embeddings": embeddings}, summary)
+        VideoOutput(out, video_id).commit({"clusters": clusters_table, "embeddings": embeddings}, summary)
         log(f"clustered {video_id} (hac, base embeddings): {time.perf_counter() - t0:.0f} s, "
             f"{summary['counts']['clusters']} clusters")
     return folder
@@ -171,10 +182,11 @@ def truth_clustered_copy(out: Path, truths: dict[str, Path], dest: Path) -> Path
 
 
 def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
-    """The shipped rule against variants, by brute force on the same clusters (small sets only): which pairs may
-    link (mutual nearest neighbours across the two videos, either one's nearest, or any pair below the
-    threshold) x what the union refuses (two clusters of one video, two clusters that share a frame, nothing)."""
-    from vcn.persons.link import catalogue_threshold, video_evidence
+    """The shipped rule against variants, by brute force on the same clusters (small sets only): where the
+    threshold comes from (the closest two clusters of one video, or of one frame) x which pairs may link (mutual
+    nearest neighbours across the two videos, either one's nearest, or any pair below the threshold) x what the
+    union refuses (two clusters of one video, two clusters that share a frame, nothing)."""
+    from vcn.persons.link import video_evidence
     from vcn.persons.represent import cluster_representatives
 
     vids = sorted(truths)
@@ -183,36 +195,43 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     rows = [(v, int(c)) for v in vids for c in reps[v].cluster_id]
     emb = np.concatenate([reps[v].embedding for v in vids])
     video = np.array([vids.index(v) for v, _ in rows])
-    tau = catalogue_threshold({v: video_evidence(reps[v].embedding, reps[v].cooccurring)[0] for v in vids}).distance
+    evidence = [video_evidence(reps[v].embedding, reps[v].cooccurring)[0] for v in vids]
+    taus = {"same_video": min((e.min_within for e in evidence if e.n_within), default=None),
+            "shared_frame": min((e.min_cooccurring for e in evidence if e.n_cooccurring), default=None)}
     offsets = np.cumsum([0] + [len(reps[v]) for v in vids])
     cooc = {(int(o + a), int(o + b)) for v, o in zip(vids, offsets) for a, b in reps[v].cooccurring}
     cooc |= {(b, a) for a, b in cooc}
     sim = emb @ emb.T
+    nodes = [(v, c, i) for v, m in ident.items() for c, i in sorted(m.items())]
     results = {}
-    for rule in ("mutual", "either", "threshold_only"):
-        links = []
-        for i, j in combinations(range(len(rows)), 2):
-            if video[i] == video[j] or 1 - sim[i, j] >= tau:
-                continue
-            in_j, in_i = np.flatnonzero(video == video[j]), np.flatnonzero(video == video[i])
-            nn_i, nn_j = in_j[np.argmax(sim[i, in_j])] == j, in_i[np.argmax(sim[j, in_i])] == i
-            if {"mutual": nn_i and nn_j, "either": nn_i or nn_j, "threshold_only": True}[rule]:
-                links.append((1 - sim[i, j], i, j))
-        for apart in ("same_video", "shared_frame", "nothing"):
-            group = {i: frozenset([i]) for i in range(len(rows))}
-            for _, i, j in sorted(links):
-                a, b = group[i], group[j]
-                if a == b or (apart == "same_video" and {video[x] for x in a} & {video[x] for x in b}) or \
-                        (apart == "shared_frame" and any((x, y) in cooc for x in a for y in b)):
+    for source, tau in taus.items():
+        if tau is None:
+            continue
+        for rule in ("mutual", "either", "threshold_only"):
+            links = []
+            for i, j in combinations(range(len(rows)), 2):
+                if video[i] == video[j] or 1 - sim[i, j] >= tau:
                     continue
-                for x in a | b:
-                    group[x] = a | b
-            person = {rows[i]: min(group[i]) for i in range(len(rows))}
-            nodes = [(v, c, i) for v, m in ident.items() for c, i in sorted(m.items())]
-            r = pair_scores(nodes, person)
-            results[f"{rule}, apart: {apart}"] = {k: r[k] for k in ("precision", "recall", "tp", "fp", "fn")}
-    return {"threshold": tau, "note": "cluster pairs by majority identity; the shipped rule is 'mutual, apart: "
-            "same_video'", "variants": results}
+                in_j, in_i = np.flatnonzero(video == video[j]), np.flatnonzero(video == video[i])
+                nn_i, nn_j = in_j[np.argmax(sim[i, in_j])] == j, in_i[np.argmax(sim[j, in_i])] == i
+                if {"mutual": nn_i and nn_j, "either": nn_i or nn_j, "threshold_only": True}[rule]:
+                    links.append((1 - sim[i, j], i, j))
+            for apart in ("same_video", "shared_frame", "nothing"):
+                group = {i: frozenset([i]) for i in range(len(rows))}
+                for _, i, j in sorted(links):
+                    a, b = group[i], group[j]
+                    if a == b or (apart == "same_video" and {video[x] for x in a} & {video[x] for x in b}) or \
+                            (apart == "shared_frame" and any((x, y) in cooc for x in a for y in b)):
+                        continue
+                    for x in a | b:
+                        group[x] = a | b
+                person = {rows[i]: min(group[i]) for i in range(len(rows))}
+                r = pair_scores(nodes, person)
+                results[f"threshold: {source}, {rule}, apart: {apart}"] = {
+                    k: r[k] for k in ("precision", "recall", "tp", "fp", "fn")}
+    return {"thresholds": {k: None if v is None else round(float(v), 6) for k, v in taus.items()},
+            "note": "cluster pairs by majority identity; the shipped rule is 'threshold: same_video, mutual, "
+                    "apart: same_video'", "variants": results}
 
 
 def score(out: Path, truths: dict[str, Path]) -> dict:
@@ -252,37 +271,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="work/persons_accuracy", help="scratch folder (videos and vcn outputs)")
     p.add_argument("--sets", default="real,lfw150,deepface13", help="which sets to measure")
     p.add_argument("--json", default="benchmarks/results/persons_accuracy.json")
+    p.add_argument("--clusters", default=",".join(CLUSTERINGS),
+                   help="per-video clusters to link: vcn (full `vcn run`), hac (HAC 0.6 on base embeddings)")
     args = p.parse_args(argv)
     work = Path(args.work)
-    results: dict = {"note": __doc__.split("\n\n")[1].replace("\n", " ")}
+    results: dict = {"note": " ".join(__doc__.split("\n\n")[2].split())}
     out_json = Path(args.json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
 
     def log(s: str) -> None:
         print(s, flush=True)
 
+    clusterings = [c.strip() for c in args.clusters.split(",") if c.strip()]
+    unknown = sorted(set(clusterings) - set(CLUSTERINGS))
+    if unknown:
+        p.error(f"--clusters {','.join(unknown)}: choose from {','.join(CLUSTERINGS)}")
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        out = work / name / "out"
-        if name == "real":
-            truths = {}
-            for v in REAL:
-                run_vcn(SHARED / "videos" / "real" / f"{v}.mp4", out, v, log)
-                truths[v] = SHARED / "truth" / f"{v}.truth.csv"
-        else:
-            truths = render_episodes(name, work / name, log)
-            for vid in truths:
-                run_vcn(work / name / "videos" / vid / "episode.mp4", out, vid, log)
-        results[name] = score(out, truths)
-        results[name]["rule_variants"] = rule_variants(out, truths)
-        results[name]["linker_on_truth_clusters"] = score(
-            truth_clustered_copy(out, truths, work / name / "truth_clustered"), truths)
-        r = results[name]
-        for label, r in ((name, results[name]), (f"{name}, truth clusters", results[name]["linker_on_truth_clusters"])):
-            for level in ("clusters_by_majority_identity", "tracks"):
-                x = r[level]
-                log(f"{label} {level}: precision {x['precision']}, recall {x['recall']} "
-                    f"(tp {x['tp']}, fp {x['fp']}, fn {x['fn']}); threshold {r['threshold']['distance']}")
-        out_json.write_text(json.dumps(results, indent=1))
+        results[name] = {}
+        for clusters in clusterings:
+            # vcn keeps the original folder name 'out' for the HAC outputs so older work folders are reused.
+            out = work / name / ("out" if clusters == "hac" else f"out_{clusters}")
+            if name == "real":
+                truths = {}
+                for v in REAL:
+                    run_vcn(SHARED / "videos" / "real" / f"{v}.mp4", out, v, log, clusters)
+                    truths[v] = SHARED / "truth" / f"{v}.truth.csv"
+            else:
+                truths = render_episodes(name, work / name, log)
+                for vid in truths:
+                    run_vcn(work / name / "videos" / vid / "episode.mp4", out, vid, log, clusters)
+            r = results[name][clusters] = score(out, truths)
+            r["rule_variants"] = rule_variants(out, truths)
+            r["linker_on_truth_clusters"] = score(
+                truth_clustered_copy(out, truths, work / name / f"truth_clustered_{clusters}"), truths)
+            for label, x in ((f"{name} [{clusters}]", r), (f"{name}, truth clusters", r["linker_on_truth_clusters"])):
+                for level in ("clusters_by_majority_identity", "tracks"):
+                    y = x[level]
+                    log(f"{label} {level}: precision {y['precision']}, recall {y['recall']} "
+                        f"(tp {y['tp']}, fp {y['fp']}, fn {y['fn']}); threshold {x['threshold']['distance']}")
+            out_json.write_text(json.dumps(results, indent=1))
     return 0
 
 
