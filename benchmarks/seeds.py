@@ -117,9 +117,14 @@ def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> 
 
 
 def merge(parts: list[dict]) -> dict:
-    """One results file from several runs that differ only in their seeds."""
+    """One results file from several runs that differ in their seeds or their configs (a config measured later
+    joins the table beside the earlier ones; the same config name must mean the same overrides)."""
     out = json.loads(json.dumps(parts[0]))
-    out["command"] = [p["command"] for p in parts]
+    for p in parts[1:]:
+        for name, overrides in p["configs"].items():
+            if out["configs"].setdefault(name, overrides) != overrides:
+                raise ValueError(f"config {name!r} is {out['configs'][name]} in one file and {overrides} in another")
+    out["command"] = [c for p in parts for c in (p["command"] if isinstance(p["command"], list) else [p["command"]])]
     out["seeds"] = sorted({s for p in parts for s in p["seeds"]})
     for p in parts[1:]:            # a video one run did not reach (stopped early) keeps the seeds that did
         for v, row in p["videos"].items():

@@ -66,3 +66,18 @@ def test_config_names_and_overrides_are_parsed_or_refused(bench):
     assert bench.parse_config("defaults:") == ("defaults", [])
     with pytest.raises(SystemExit, match="NAME:section.key=value"):
         bench.parse_config("four:prototype_sets")
+
+
+def test_merge_joins_a_config_measured_later_and_refuses_a_name_reused_for_other_overrides(bench):
+    first = {"configs": {"one": ["ssl.prototype_sets=1"]}, "seeds": [0], "command": ["x"],
+             "videos": {"a": video({"one": {"0": scored(0.7)}}, HAC)}}
+    later = {"configs": {"mutual": ["match.method=gaussian_mutual"]}, "seeds": [0], "command": "y",
+             "videos": {"a": video({"mutual": {"0": scored(0.9)}}, HAC)}}
+    merged = bench.merge([first, later])
+    assert merged["configs"] == {"one": ["ssl.prototype_sets=1"], "mutual": ["match.method=gaussian_mutual"]}
+    assert merged["command"] == ["x", "y"]
+    assert merged["summary"]["configs"]["mutual"]["per_seed"]["0"]["mean_bcubed_f"] == pytest.approx(0.9)
+    assert "| a | 3, 1.00, 1.00, 0.70 | 3, 1.00, 1.00, 0.90 |" in bench.table(merged)
+    clash = dict(later, configs={"one": ["ssl.prototype_sets=2"]})
+    with pytest.raises(ValueError, match="config 'one'"):
+        bench.merge([first, clash])

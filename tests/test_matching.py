@@ -152,3 +152,31 @@ def test_unknown_match_method_is_a_clear_error():
     cfg.method = "kmeans"
     with pytest.raises(VcnError, match="match.method='kmeans'.*gaussian, first_neighbour"):
         find_matches(np.eye(4), np.arange(4), cfg)
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_mutual_nearest_tracks_match_only_when_closer_than_two_faces_seen_together():
+    from vcn.matching import find_matches, mutual_nearest_within_known_different
+
+    # Tracks 0 and 1: one person in two shots (cosine distance 0.08). Tracks 2 and 3 share a frame (two people,
+    # distance 0.29). Tracks 4 and 5: mutual nearest but 0.35 apart, farther than the pair seen together.
+    looks = [_unit([1, 0.2, 0, 0, 0]), _unit([1, -0.2, 0, 0, 0]), _unit([0, 0, 1, 0, 0]),
+             _unit([0, 0, 1, 1, 0]), _unit([0, 0, 0, 0, 1]), _unit([0, 0, -0.5, -0.5, 0.6])]
+    embeddings = np.concatenate([np.repeat(v[None], 3, axis=0) for v in looks])
+    track_of_crop = np.repeat(np.arange(6) * 10, 3)
+    seen_together = {(20, 30)}
+
+    m = mutual_nearest_within_known_different(embeddings, track_of_crop, seen_together)
+    pairs = {(int(m.track_ids[a]), int(m.track_ids[b])) for a, b in zip(*np.nonzero(m.matched)) if a < b}
+    assert pairs == {(0, 10)}
+    assert m.thresholds[0] == pytest.approx(1 - 1 / math.sqrt(2))
+    # Nothing seen together: no distance between two people to go by, so no match.
+    assert not mutual_nearest_within_known_different(embeddings, track_of_crop, set()).matched.any()
+    # 'gaussian_mutual' adds these matches to the Gaussian rule's and never links the pair seen together.
+    both = find_matches(embeddings, track_of_crop, MatchConfig(method="gaussian_mutual"), seen_together).as_dict()
+    assert 10 in both[0] and 0 in both[10]
+    assert 30 not in both[20] and 20 not in both[30]

@@ -152,7 +152,9 @@ class MatchConfig:
     """Coarse track matching with per-track Gaussians (METHOD.md)."""
 
     # gaussian (METHOD.md) | first_neighbour (each track with its nearest track by cosine; not the paper's,
-    # for material where every appearance is a new look: see README "Accuracy")
+    # for material where every appearance is a new look: see README "Accuracy") | gaussian_mutual (also
+    # mutual-nearest tracks closer than the video's closest pair of faces seen together; measured beside the
+    # default in benchmarks/seeds.py, README "Accuracy")
     method: str = "gaussian"
     low_fraction: float = 0.25
     # DECISION: per-video PCA, then Ledoit-Wolf shrinkage. The PCA dimension is the median crops per track

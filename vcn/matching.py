@@ -148,14 +148,44 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
     return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
 
 
-MATCH_METHODS = ("gaussian", "first_neighbour")
+def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop: np.ndarray,
+                                          cannot_link: set[tuple[int, int]] | None) -> TrackMatches:
+    """Tracks that are each other's nearest track (cosine of mean embeddings, pairs sharing a frame excluded)
+    and closer than the video's closest pair of tracks that share a frame: two faces seen together are two
+    people, so that distance is one the video itself shows between different people. No match without such a
+    pair (a video of one face per frame says nothing about how far apart its people are)."""
+    ids, means = mean_track_embeddings(embeddings, np.asarray(track_of_crop))
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    dist = 1.0 - means @ means.T
+    matched = np.zeros((len(ids), len(ids)), dtype=bool)
+    i, j = pair_positions(ids, cannot_link)
+    if len(i) == 0:
+        return TrackMatches(ids.astype(np.int64), 1.0 - dist, np.full(len(ids), np.nan), matched)
+    known_different = float(dist[i, j].min())
+    apart = dist.copy()
+    np.fill_diagonal(apart, np.inf)
+    apart[i, j] = apart[j, i] = np.inf
+    nearest = apart.argmin(axis=1)
+    for k, n in enumerate(nearest.tolist()):
+        if nearest[n] == k and apart[k, n] < known_different:
+            matched[k, n] = matched[n, k] = True
+    return TrackMatches(ids.astype(np.int64), 1.0 - dist, np.full(len(ids), known_different), matched)
+
+
+MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual")
 
 
 def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
                  cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
-    """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the default) or 'first_neighbour'."""
+    """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the default), 'first_neighbour', or
+    'gaussian_mutual' (the Gaussian matches plus mutual_nearest_within_known_different)."""
     if cfg.method == "gaussian":
         return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
     if cfg.method == "first_neighbour":
         return first_neighbour_matches(embeddings, track_of_crop, cannot_link)
+    if cfg.method == "gaussian_mutual":
+        gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
+        mutual = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link)
+        gaussian.matched |= mutual.matched
+        return gaussian
     raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
