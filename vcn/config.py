@@ -151,11 +151,14 @@ class SSLConfig:
 class MatchConfig:
     """Coarse track matching with per-track Gaussians (METHOD.md)."""
 
-    # gaussian (METHOD.md) | first_neighbour (each track with its nearest track by cosine; not the paper's,
-    # for material where every appearance is a new look: see README "Accuracy") | gaussian_mutual (also
-    # mutual-nearest tracks closer than the video's closest pair of faces seen together; measured beside the
-    # default in benchmarks/seeds.py, README "Accuracy")
-    method: str = "gaussian"
+    # gaussian_mutual: the Gaussian rule of METHOD.md (the paper preset's "gaussian") plus tracks that are each
+    # other's nearest track and closer than the video's closest pair of faces seen in one frame (vcn.matching).
+    # vcn's clusters follow its coarse matches (the head gives each matched group about one prototype), and the
+    # Gaussian rule links two looks of one person rarely (17% of same-person track pairs on the labelled
+    # videos). Chosen over 2 seeds on the labelled videos and on the rendered episodes (README "Accuracy",
+    # benchmarks/results/seeds.json and seeds_episodes.json). first_neighbour: each track with its nearest
+    # track, mutual or not, at any distance (links strangers; an option for material of one look per shot).
+    method: str = "gaussian_mutual"
     low_fraction: float = 0.25
     # DECISION: per-video PCA, then Ledoit-Wolf shrinkage. The PCA dimension is the median crops per track
     # minus 1, clipped to [min_pca_dim, pca_dim]: a Gaussian fitted to n crops in more dimensions than n - 1
@@ -359,6 +362,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "quality": {"min_face_px": 24.0, "min_blur_var": 15.0},
         "serfiq": {"passes": 100, "exclude_outliers": True},
+        "match": {"method": "gaussian"},
         "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
                     "cannot_link": False},
