@@ -125,6 +125,20 @@ def match_tracks(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchCo
     return TrackMatches(g.track_ids, log_pdf, g.thresholds, matched)
 
 
+def _track_cosines(embeddings: np.ndarray, track_of_crop: np.ndarray, cannot_link: set[tuple[int, int]] | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track ids, cosine similarity of the unit track means with a track against itself and pairs sharing a
+    frame set to -inf, the cosine of each pair sharing a frame) for the rules that compare whole tracks."""
+    ids, means = mean_track_embeddings(embeddings, np.asarray(track_of_crop))
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    sim = means @ means.T
+    i, j = pair_positions(ids, cannot_link)
+    shared_frame = sim[i, j]
+    np.fill_diagonal(sim, -np.inf)
+    sim[i, j] = sim[j, i] = -np.inf
+    return ids, sim, shared_frame
+
+
 def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
                             cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
     """Alternative coarse matching (cfg.match.method = first_neighbour; not the paper's): each track matches
@@ -134,12 +148,7 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
     than a track's own spread (a new photo, another scene), which the Gaussian rule cannot. It links every
     track to someone, so a person seen once is paired with a stranger: measured in benchmarks/clustering.py.
     """
-    ids, means = mean_track_embeddings(embeddings, np.asarray(track_of_crop))
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    sim = means @ means.T
-    np.fill_diagonal(sim, -np.inf)
-    i, j = pair_positions(ids, cannot_link)
-    sim[i, j] = sim[j, i] = -np.inf
+    ids, sim, _ = _track_cosines(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     for k in range(len(ids)):
         if np.isfinite(sim[k]).any():
@@ -154,22 +163,17 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     and closer than the video's closest pair of tracks that share a frame: two faces seen together are two
     people, so that distance is one the video itself shows between different people. No match without such a
     pair (a video of one face per frame says nothing about how far apart its people are)."""
-    ids, means = mean_track_embeddings(embeddings, np.asarray(track_of_crop))
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    dist = 1.0 - means @ means.T
+    ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
-    i, j = pair_positions(ids, cannot_link)
-    if len(i) == 0:
-        return TrackMatches(ids.astype(np.int64), 1.0 - dist, np.full(len(ids), np.nan), matched)
-    known_different = float(dist[i, j].min())
-    apart = dist.copy()
-    np.fill_diagonal(apart, np.inf)
-    apart[i, j] = apart[j, i] = np.inf
-    nearest = apart.argmin(axis=1)
+    if len(shared_frame) == 0:
+        return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
+    known_different = 1.0 - float(shared_frame.max())
+    dist = 1.0 - sim
+    nearest = dist.argmin(axis=1)
     for k, n in enumerate(nearest.tolist()):
-        if nearest[n] == k and apart[k, n] < known_different:
+        if nearest[n] == k and dist[k, n] < known_different:
             matched[k, n] = matched[n, k] = True
-    return TrackMatches(ids.astype(np.int64), 1.0 - dist, np.full(len(ids), known_different), matched)
+    return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), known_different), matched)
 
 
 MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual")
@@ -177,8 +181,8 @@ MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual")
 
 def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
                  cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
-    """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the default), 'first_neighbour', or
-    'gaussian_mutual' (the Gaussian matches plus mutual_nearest_within_known_different)."""
+    """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the paper preset's), 'first_neighbour', or
+    'gaussian_mutual' (the default: the Gaussian matches plus mutual_nearest_within_known_different)."""
     if cfg.method == "gaussian":
         return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
     if cfg.method == "first_neighbour":

@@ -24,7 +24,7 @@ from vcn.heap import release_memory, trim_before_no_grad_passes
 from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
 from vcn.ssl.head import make_head
-from vcn.ssl.loss import student_log_probs, teacher_probs
+from vcn.ssl.loss import algorithm1_terms
 from vcn.ssl.train import SelfDistillation, finetune, resolve_device
 from vcn.tables import empty_table, make_table
 
@@ -305,8 +305,7 @@ def cluster_without_finetuning(crops: pa.Table, backbone: nn.Module, cfg: RunCon
                          cfg.ssl.head_out * sets, cfg.ssl.seed).eval()
         with torch.no_grad():
             z = head(prep.base[mask])
-        p = teacher_probs(z, torch.zeros(1, z.shape[1]), cfg.ssl.teacher_temp, sets) / sets
-        l = student_log_probs(z, cfg.ssl.student_temp, sets)
+        p, l = algorithm1_terms(z, z, torch.zeros(1, z.shape[1]), cfg.ssl.teacher_temp, cfg.ssl.student_temp, sets)
     labels = _labels_for_tracks(cfg.cluster.method, cfg, prep.track_of_crop[mask], prep.base[mask].numpy(),
                                 p, l, cannot_link)
     timings["cluster_s"] = time.perf_counter() - t0

@@ -29,6 +29,14 @@ def cross_entropy(p_teacher: torch.Tensor, log_p_student: torch.Tensor, sets: in
     return -(p_teacher * log_p_student).sum(dim=-1) / sets
 
 
+def algorithm1_terms(z_teacher: torch.Tensor, z_student: torch.Tensor, center: torch.Tensor, teacher_temp: float,
+                     student_temp: float, sets: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per crop, Algorithm 1's terms: teacher probabilities p divided by the number of prototype sets, and
+    student log-probabilities l, so that -p . l is Eq. 2 averaged over the sets and stays bilinear."""
+    return (teacher_probs(z_teacher, center, teacher_temp, sets) / sets,
+            student_log_probs(z_student, student_temp, sets))
+
+
 class DinoLoss(nn.Module):
     """Eq. 2 averaged over a batch of pairs and over both directions, with a running centre of teacher outputs.
 

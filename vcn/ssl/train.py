@@ -23,7 +23,7 @@ from vcn.config import SSLConfig
 from vcn.errors import VcnError
 from vcn.ssl.augment import augment_crops
 from vcn.ssl.head import BackboneWithHead, make_student_and_teacher
-from vcn.ssl.loss import DinoLoss, student_log_probs, teacher_probs
+from vcn.ssl.loss import DinoLoss, algorithm1_terms
 from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
 # ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
@@ -300,12 +300,10 @@ class SelfDistillation:
 
         With several prototype sets, p is divided by their number, so -p . l is Eq. 2 averaged over the sets and
         Algorithm 1's bilinear form holds unchanged."""
-        sets = self.cfg.prototype_sets
         z_t = run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device)
         z_s = run_in_batches(self.student, crops_uint8, self.cfg.eval_batch_size, self.device)
-        center = self.loss.center.detach().cpu()
-        return (teacher_probs(z_t, center, self.cfg.teacher_temp, sets) / sets,
-                student_log_probs(z_s, self.cfg.student_temp, sets))
+        return algorithm1_terms(z_t, z_s, self.loss.center.detach().cpu(), self.cfg.teacher_temp,
+                                self.cfg.student_temp, self.cfg.prototype_sets)
 
 
 def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.ndarray, cfg: SSLConfig,
