@@ -1,5 +1,5 @@
 """Cross-video accuracy of the person index: pairwise precision and recall of "same person" between clusters of
-different videos, on three cuts of one real promo series and on rendered episodes whose casts overlap.
+different videos, on three cuts of one real promo series, two lab clips and on rendered episodes whose casts overlap.
 
     python benchmarks/persons_accuracy.py --work work/persons_accuracy      # writes benchmarks/results/persons_accuracy.json
         [--clusters vcn,hac] [--sets real,lfw150,deepface13]
@@ -40,9 +40,10 @@ from vcn.evaluate import label_tracks  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-# Three cuts of one promo series; billhyland2's truth is this repository's (benchmarks/data/): two men of an
-# interview who are in neither other cut, so every link to them is wrong.
-REAL = ["azvi_hyland2", "azvi_testhyland", "azvi_billhyland2"]
+# Three cuts of one promo series and two lab clips, one catalogue. The truth of billhyland2 and the lab clips is
+# this repository's (benchmarks/data/): billhyland2's two interviewees are in neither other cut, and the lab clips
+# share nobody with each other or the promo, so every link to them is wrong; multi_face holds one man in two tracks.
+REAL = ["azvi_hyland2", "azvi_testhyland", "azvi_billhyland2", "openface_multi_face", "openface_changeLighting"]
 # name: (faces folder, people in the pool, episodes, people per episode, shots per episode)
 EPISODES = {"lfw150": ("lfw150", 16, 4, 10, 14), "deepface13": ("deepface13", 13, 3, 8, 12)}
 
