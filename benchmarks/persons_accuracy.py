@@ -236,7 +236,7 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
                     k: r[k] for k in ("precision", "recall", "tp", "fp", "fn")}
     return {"thresholds": {k: None if v is None else round(float(v), 6) for k, v in taus.items()},
             "note": "cluster pairs by majority identity; the shipped rule is 'threshold: same_video, mutual, "
-                    "apart: same_video'", "variants": results}
+                    "apart: shared_frame' (before: apart: same_video)", "variants": results}
 
 
 def score(out: Path, truths: dict[str, Path]) -> dict:

@@ -191,6 +191,38 @@ def test_union_never_joins_two_clusters_of_one_video_nor_two_existing_persons():
     assert out.person_id.tolist() == [1, 2, 1, 1] and out.next_person_id == 3
 
 
+def test_two_clusters_of_one_video_join_one_person_only_when_they_never_share_a_frame():
+    # rows: a0, a1 (video 0: maybe one person split in two), b (video 1), c (video 2); chain b-a0, c-b, c-a1.
+    video = np.array([0, 0, 1, 2])
+    links = Links(np.array([0, 2, 1]), np.array([2, 3, 3]), np.array([0.1, 0.2, 0.3], np.float32))
+    keys = [("a", 0), ("a", 1), ("b", 0), ("c", 0)]
+
+    def persons(shares_frame):
+        return assign_persons(video, np.full(4, -1), links, 1, keys, shares_frame).person_id.tolist()
+
+    assert persons([set(), set(), set(), set()]) == [1, 1, 1, 1]      # never seen together: one person
+    assert persons([{1}, {0}, set(), set()]) == [1, 2, 1, 1]          # seen together: two people
+    assert persons([None, set(), set(), set()]) == [1, 2, 1, 1]       # not known (older index): two people
+
+
+def test_the_index_records_which_clusters_share_a_frame_and_reads_an_index_written_before(tmp_path):
+    write_casts(tmp_path)
+    update_index(tmp_path)
+    state = read_state(IndexRoot(tmp_path))
+    shares = {(r["video_id"], r["cluster_id"]): r["shares_frame_with"] for r in state.clusters.to_pylist()}
+    assert shares[("ep1", 1)] == [0, 2, 3] and shares[("ep2", 0)] == [1, 2]   # each video's faces are on together
+    # The same index as an older vcn wrote it: no shares_frame_with column.
+    folder = tmp_path / "persons" / json.loads((tmp_path / CURRENT).read_text())["dir"]
+    table = pq.read_table(folder / "clusters.parquet")
+    pq.write_table(table.drop_columns(["shares_frame_with"]), folder / "clusters.parquet")
+    old = read_state(IndexRoot(tmp_path))
+    assert old.clusters.column("shares_frame_with").null_count == old.clusters.num_rows
+    casts = {**CASTS, "ep4": ["bob", "fay", "gus"]}
+    write_video(tmp_path, "ep4", casts["ep4"], seed=9)
+    assert update_index(tmp_path).added_videos == ["ep4"]
+    assert_right_persons(read_state(IndexRoot(tmp_path)), casts)
+
+
 def test_ivf_candidates_match_exact_search():
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, 32))

@@ -117,6 +117,9 @@ PERSON_CLUSTERS = pa.schema([
     pa.field("linked_by", pa.string()),       # founder | auto | archivist
     pa.field("thumb_crop_id", pa.int64()),    # the crop whose base embedding is nearest the cluster's mean
     pa.field("video_fingerprint", pa.string()),
+    # Clusters of the same video with a track in one of its frames (two people for certain: never one person);
+    # null in indexes written before this column, read as "every other cluster of the video".
+    pa.field("shares_frame_with", pa.list_(pa.int64())),
 ])
 
 PERSONS = pa.schema([

@@ -1,8 +1,10 @@
 """From links to persons without chaining strangers: constrained union, stable ids.
 
 Links are taken nearest first and join two groups only when
-  - the groups hold no cluster of the same video (the video's own clustering says those are two people, so a
-    chain of links that would join them is wrong somewhere, and the farther link loses), and
+  - the groups hold no two clusters of one video that share a frame (two faces seen together are two people, so
+    a chain of links that would join them is wrong somewhere, and the farther link loses). Two clusters of one
+    video that never share a frame may end in one person: the video's clustering may have split that person
+    (vcn over-splits more than it merges), and the links to other videos are the evidence that it did; and
   - at most one of them is an existing person: automatic linking never merges (or splits) persons that exist.
     Only an archivist does, so ids stay stable and an archivist's split is never undone by a later night.
 New clusters left without a person get fresh ids, in (video_id, cluster_id) order so a rerun gives the same ids.
@@ -25,9 +27,12 @@ class Assignment:
 
 
 def assign_persons(video: np.ndarray, person_id: np.ndarray, links: Links, next_person_id: int,
-                   order_key: list[tuple[str, int]]) -> Assignment:
+                   order_key: list[tuple[str, int]], shares_frame: list[set[int] | None] | None = None
+                   ) -> Assignment:
     """video: int code per row; person_id: existing id per row, -1 for new rows; order_key: (video_id,
-    cluster_id) per row, for deterministic fresh ids."""
+    cluster_id) per row, for deterministic fresh ids; shares_frame: per row, the rows of its video with a track
+    in one of its frames, or None where that is not known (then every other row of its video counts; the same
+    for every row when shares_frame is None)."""
     n = len(video)
     new = person_id < 0
     # Nodes: an existing person is one node (its rows all map to it); each new row is its own node.
@@ -35,8 +40,22 @@ def assign_persons(video: np.ndarray, person_id: np.ndarray, links: Links, next_
     persons, person_node = np.unique(person_id[~new], return_inverse=True)
     node_of[~new] = n + person_node
     parent: dict[int, int] = {}
-    videos: dict[int, set[int]] = {}
+    # root -> {video: its rows of that video} (existing persons: filled when a link touches them)
+    members: dict[int, dict[int, list[int]]] = {}
     anchor: dict[int, int] = {}
+
+    def apart(x: int, y: int) -> bool:
+        if video[x] != video[y]:
+            return False
+        known = shares_frame[x] if shares_frame is not None else None
+        other = shares_frame[y] if shares_frame is not None else None
+        return known is None or other is None or y in known
+
+    def conflict(a: dict[int, list[int]], b: dict[int, list[int]]) -> bool:
+        return any(apart(x, y) for v in a.keys() & b.keys() for x in a[v] for y in b[v])
+
+    def alone(r: int) -> dict[int, list[int]]:
+        return {int(video[r]): [r]}
 
     def find(x: int) -> int:
         root = x
@@ -50,22 +69,23 @@ def assign_persons(video: np.ndarray, person_id: np.ndarray, links: Links, next_
     if touched_persons:
         rows_old = np.flatnonzero(~new)
         for p in touched_persons:
-            sel = rows_old[person_node == p]
-            videos[n + p] = set(video[sel].tolist())
+            members[n + p] = {}
+            for r in rows_old[person_node == p].tolist():
+                members[n + p].setdefault(int(video[r]), []).append(r)
             anchor[n + p] = int(persons[p])
     distance = np.full(n, np.nan, np.float32)
     for a, b, d in zip(links.i.tolist(), links.j.tolist(), links.distance.tolist()):
         ra, rb = find(int(node_of[a])), find(int(node_of[b]))
         if ra == rb:
             continue
-        va = videos.get(ra, {int(video[ra])} if ra < n else set())
-        vb = videos.get(rb, {int(video[rb])} if rb < n else set())
-        if va & vb or (ra in anchor and rb in anchor):
+        ma = members.get(ra) or alone(ra)
+        mb = members.get(rb) or alone(rb)
+        if (ra in anchor and rb in anchor) or conflict(ma, mb):
             continue
         if rb in anchor:            # the existing person stays the root
-            ra, rb, va, vb = rb, ra, vb, va
+            ra, rb, ma, mb = rb, ra, mb, ma
         parent[rb] = ra
-        videos[ra] = va | vb
+        members[ra] = {v: ma.get(v, []) + mb.get(v, []) for v in ma.keys() | mb.keys()}
         for r in (a, b):
             if new[r] and np.isnan(distance[r]):
                 distance[r] = d

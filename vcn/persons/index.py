@@ -171,8 +171,11 @@ def _relinked(state: IndexState, parts: list[VideoClusters], entries: dict, gone
     links = find_links(embedding, video_code.astype(np.int64), new, threshold) if len(video_ids) else None
     report.links = len(links) if links is not None else 0
     keys = list(zip(video_ids, cluster_ids, fingerprints))
+    shares_with = kept.column("shares_frame_with").to_pylist() + \
+        [others for p in parts for others in p.shares_frame_with()]
     if links is not None:
-        assignment = assign_persons(video_code, person, links, next_id, [(v, c) for v, c, _ in keys])
+        assignment = assign_persons(video_code, person, links, next_id, [(v, c) for v, c, _ in keys],
+                                    shares_frame_rows(video_ids, cluster_ids, shares_with))
         person, link_distance, next_id = assignment.person_id, assignment.link_distance, assignment.next_person_id
     else:
         link_distance = np.zeros(0, np.float32)
@@ -205,7 +208,7 @@ def _relinked(state: IndexState, parts: list[VideoClusters], entries: dict, gone
         "embedding": matrix_column(embedding),
         "own_nearest": own_all, "link_distance": link_distance, "linked_by": linked_by,
         "thumb_crop_id": kept.column("thumb_crop_id").to_pylist() + new_col("thumb_crop_id"),
-        "video_fingerprint": fingerprints,
+        "video_fingerprint": fingerprints, "shares_frame_with": shares_with,
     }, schema=PERSON_CLUSTERS)
     order = np.lexsort((np.array(cluster_ids, np.int64), np.array(video_ids, dtype=object).astype(str))) \
         if video_ids else np.zeros(0, np.int64)
@@ -283,3 +286,12 @@ def matrix_column(matrix: np.ndarray) -> pa.Array:
     if m.ndim != 2 or m.shape[1] == 0:
         return pa.array([[] for _ in range(len(m))], pa.list_(pa.float32()))
     return pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1]).cast(pa.list_(pa.float32()))
+
+
+def shares_frame_rows(video_ids: list[str], cluster_ids: list[int], shares_with: list[list[int] | None]
+                      ) -> list[set[int] | None]:
+    """Per row, the rows of its video that share a frame with it (None where the index does not know)."""
+    row_of = {(v, c): r for r, (v, c) in enumerate(zip(video_ids, cluster_ids))}
+    return [None if others is None else {row_of[(v, c)] for c in others if (v, c) in row_of}
+            for v, others in zip(video_ids, shares_with)]
+

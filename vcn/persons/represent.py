@@ -43,6 +43,14 @@ class VideoClusters:
     def __len__(self) -> int:
         return len(self.cluster_id)
 
+    def shares_frame_with(self) -> list[list[int]]:
+        """Per row, the cluster ids of this video that share a frame with it."""
+        out: list[list[int]] = [[] for _ in range(len(self))]
+        for a, b in self.cooccurring:
+            out[a].append(int(self.cluster_id[b]))
+            out[b].append(int(self.cluster_id[a]))
+        return [sorted(x) for x in out]
+
 
 def cluster_representatives(video_dir: str | Path, video_id: str | None = None) -> VideoClusters:
     """Read clusters, base embeddings and tracks of one `vcn run` output folder (all stages done)."""

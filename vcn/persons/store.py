@@ -56,6 +56,14 @@ def _table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def with_schema(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` cast to `schema`, with null columns for fields added after it was written (older indexes)."""
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names).cast(schema)
+
+
 def read_state(root: IndexRoot) -> IndexState:
     """The current generation, or an empty index when there is none yet."""
     raw = root.read(CURRENT)
@@ -73,7 +81,7 @@ def read_state(root: IndexRoot) -> IndexState:
         if data is None:
             raise VcnError(f"{root.join(CURRENT)} names {folder}/{name}.parquet, which is missing; delete "
                            f"{PERSONS_DIR}/CURRENT.json and re-run `vcn persons --index {root.uri} --update`")
-        tables[name] = pq.read_table(pa.BufferReader(data)).cast(schema)
+        tables[name] = with_schema(pq.read_table(pa.BufferReader(data)), schema)
     etag = storage.head_object(root.join(CURRENT), root.client)["etag"] if root.is_s3 else raw.decode()
     return IndexState(tables["clusters"], tables["persons"], tables["videos"], meta, etag)
 
