@@ -294,4 +294,3 @@ def shares_frame_rows(video_ids: list[str], cluster_ids: list[int], shares_with:
     row_of = {(v, c): r for r, (v, c) in enumerate(zip(video_ids, cluster_ids))}
     return [None if others is None else {row_of[(v, c)] for c in others if (v, c) in row_of}
             for v, others in zip(video_ids, shares_with)]
-
