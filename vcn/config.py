@@ -156,7 +156,10 @@ class MatchConfig:
     # vcn's clusters follow its coarse matches (the head gives each matched group about one prototype), and the
     # Gaussian rule links two looks of one person rarely (17% of same-person track pairs on the labelled
     # videos). Chosen over 2 seeds on the labelled videos and on the rendered episodes (README "Accuracy",
-    # benchmarks/results/seeds.json and seeds_episodes.json). first_neighbour: each track with its nearest
+    # benchmarks/results/seeds.json and seeds_episodes.json). Known weakness, found on a held-out montage of
+    # people seen once (seeds_held_out.json): a stranger is then a track's nearest, and two strangers closer
+    # than the few faces seen together pass (WCP 0.82-0.91 there, against 1.00 with "gaussian").
+    # first_neighbour: each track with its nearest
     # track, mutual or not, at any distance (links strangers; an option for material of one look per shot).
     method: str = "gaussian_mutual"
     low_fraction: float = 0.25
