@@ -6,9 +6,10 @@ of Algorithm 1's pair means.
 
 Videos (default: all): the labelled real clips of ../shared/data/truth/ (by-eye identities on TV, film and web
 footage: a sitcom, a golf promo in two cuts, a 30-shot campaign, Friends, Mary Poppins, an interview), the Hamilton
-clip with this repository's truth (benchmarks/data/hamilton_truth.csv), three held-out clips labelled here
-after the defaults were chosen (benchmarks/data/: a corporate montage, a lab clip, an interview) and four episodes rendered from the shared
-face photos (benchmarks/episodes.py: 'photo' = every appearance a new photo, 'scene' = one look per scene).
+clip with this repository's truth (benchmarks/data/hamilton_truth.csv), three held-out clips labelled here after
+the defaults were chosen (benchmarks/data/: a corporate montage, a lab clip, an interview) and four episodes
+rendered from the shared face photos (benchmarks/episodes.py: 'photo' = every appearance a new photo, 'scene' =
+one look per scene).
 
 Per video, stage 1 runs once (defaults); every method clusters its tracks:
   vcn                  the default configuration (`vcn run`): finetuning, Algorithm 1 with the loss

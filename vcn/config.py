@@ -159,8 +159,8 @@ class MatchConfig:
     # benchmarks/results/seeds.json and seeds_episodes.json). Known weakness, found on a held-out montage of
     # people seen once (seeds_held_out.json): a stranger is then a track's nearest, and two strangers closer
     # than the few faces seen together pass (WCP 0.82-0.91 there, against 1.00 with "gaussian").
-    # first_neighbour: each track with its nearest
-    # track, mutual or not, at any distance (links strangers; an option for material of one look per shot).
+    # first_neighbour: each track with its nearest track, mutual or not, at any distance (links strangers; an
+    # option for material of one look per shot).
     method: str = "gaussian_mutual"
     low_fraction: float = 0.25
     # DECISION: per-video PCA, then Ledoit-Wolf shrinkage. The PCA dimension is the median crops per track

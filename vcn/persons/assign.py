@@ -47,9 +47,9 @@ def assign_persons(video: np.ndarray, person_id: np.ndarray, links: Links, next_
     def apart(x: int, y: int) -> bool:
         if video[x] != video[y]:
             return False
-        known = shares_frame[x] if shares_frame is not None else None
-        other = shares_frame[y] if shares_frame is not None else None
-        return known is None or other is None or y in known
+        if shares_frame is None or shares_frame[x] is None or shares_frame[y] is None:
+            return True             # not known: any two clusters of one video count as two people
+        return y in shares_frame[x]
 
     def conflict(a: dict[int, list[int]], b: dict[int, list[int]]) -> bool:
         return any(apart(x, y) for v in a.keys() & b.keys() for x in a[v] for y in b[v])

@@ -9,7 +9,7 @@ from vcn.ssl.train import (SelfDistillation, ema_momentum_schedule, finetune, ru
 
 __all__ = [
     "augment_crops", "BackboneWithHead", "ProjectionHead", "make_head", "make_student_and_teacher", "DinoLoss",
-    "algorithm1_terms", "cross_entropy", "student_log_probs", "teacher_probs", "pairs_across_matches", "pairs_within_tracks",
-    "subsample_pairs", "SelfDistillation", "ema_momentum_schedule", "finetune", "run_in_batches",
+    "algorithm1_terms", "cross_entropy", "student_log_probs", "teacher_probs", "pairs_across_matches",
+    "pairs_within_tracks", "subsample_pairs", "SelfDistillation", "ema_momentum_schedule", "finetune", "run_in_batches",
     "steps_per_epoch", "training_plan",
 ]
