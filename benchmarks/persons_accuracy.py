@@ -188,10 +188,11 @@ def truth_clustered_copy(out: Path, truths: dict[str, Path], dest: Path) -> Path
 
 def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     """The shipped rule against variants, by brute force on the same clusters (small sets only): where the
-    threshold comes from (the closest two clusters of one video, or of one frame) x which pairs may link (mutual
+    threshold comes from (the closest two clusters of one video, of one frame, the chance bound of the
+    cross-video pairs, or the smaller of the last two: the shipped one) x which pairs may link (mutual
     nearest neighbours across the two videos, either one's nearest, or any pair below the threshold) x what the
     union refuses (two clusters of one video, two clusters that share a frame, nothing)."""
-    from vcn.persons.link import video_evidence
+    from vcn.persons.link import cross_video_chance, video_evidence
     from vcn.persons.represent import cluster_representatives
 
     vids = sorted(truths)
@@ -201,8 +202,12 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     emb = np.concatenate([reps[v].embedding for v in vids])
     video = np.array([vids.index(v) for v, _ in rows])
     evidence = [video_evidence(reps[v].embedding, reps[v].cooccurring)[0] for v in vids]
+    chance = cross_video_chance(emb, video)[0]
     taus = {"same_video": min((e.min_within for e in evidence if e.n_within), default=None),
-            "shared_frame": min((e.min_cooccurring for e in evidence if e.n_cooccurring), default=None)}
+            "shared_frame": min((e.min_cooccurring for e in evidence if e.n_cooccurring), default=None),
+            "chance": None if np.isnan(chance) else chance}
+    taus["shared_frame+chance"] = min((t for t in (taus["shared_frame"], taus["chance"]) if t is not None),
+                                      default=None)
     offsets = np.cumsum([0] + [len(reps[v]) for v in vids])
     cooc = {(int(o + a), int(o + b)) for v, o in zip(vids, offsets) for a, b in reps[v].cooccurring}
     cooc |= {(b, a) for a, b in cooc}
@@ -235,8 +240,8 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
                 results[f"threshold: {source}, {rule}, apart: {apart}"] = {
                     k: r[k] for k in ("precision", "recall", "tp", "fp", "fn")}
     return {"thresholds": {k: None if v is None else round(float(v), 6) for k, v in taus.items()},
-            "note": "cluster pairs by majority identity; the shipped rule is 'threshold: same_video, mutual, "
-                    "apart: shared_frame' (before: apart: same_video)", "variants": results}
+            "note": "cluster pairs by majority identity; the shipped rule is 'threshold: shared_frame+chance, "
+                    "mutual, apart: shared_frame' (before: threshold: same_video)", "variants": results}
 
 
 def score(out: Path, truths: dict[str, Path]) -> dict:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vcn.persons.assign import assign_persons  # noqa: E402
 from vcn.persons.candidates import exact_neighbours, ivf_neighbours, rescore  # noqa: E402
-from vcn.persons.link import Threshold, find_links  # noqa: E402
+from vcn.persons.link import Threshold, cross_video_chance, find_links  # noqa: E402
 
 DIM = 128
 LOOK_SIGMA = np.sqrt(1 / 3)      # E[cos] between two looks = 1 / (1 + sigma^2) = 0.75
@@ -78,9 +78,7 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
     emb, video, new, person = data["embedding"], data["video"], data["new"], data["person"]
     gen_s = time.perf_counter() - t0
     rss_data = peak_rss_mb()
-    # The threshold the rule takes: the closest two clusters of one video over the whole catalogue (all
-    # different people here, as in a video whose faces share frames).
-    threshold = Threshold(closest_within_videos(emb, video), "same_video")
+    threshold = rule_threshold(emb, video)
     rng = np.random.default_rng(1)
 
     t1 = time.perf_counter()
@@ -127,6 +125,15 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
         "recall_sample": len(queries), "exact_search_s_for_sample": round(exact_s, 1),
         "threads": os.cpu_count(),
     }
+
+
+def rule_threshold(emb: np.ndarray, video: np.ndarray) -> Threshold:
+    """The threshold the index would take (vcn.persons.link.catalogue_threshold): every two clusters of one video
+    are different people here, as if their faces shared a frame, so the closest of them stands for the closest
+    pair sharing a frame; the chance bound of the cross-video pairs when that is smaller."""
+    closest = closest_within_videos(emb, video)
+    chance, pairs = cross_video_chance(emb, video)
+    return Threshold(closest, "shared_frame") if closest <= chance else Threshold(chance, "chance", None, pairs)
 
 
 def closest_within_videos(emb: np.ndarray, video: np.ndarray) -> float:
@@ -179,7 +186,7 @@ def library_comparison(n_base: int, n_queries: int, k: int = 16) -> dict:
     out = {"base": len(emb), "queries": len(q), "k": k, "exact_s": round(time.perf_counter() - t, 2),
            "recall": "of the exact neighbours closer than the rule's threshold, the share found"}
 
-    distance = closest_within_videos(emb, video)
+    distance = rule_threshold(emb, video).distance
     ex_rows, ex_sims = exact_neighbours(emb[q], video[q], emb, video, k)
     out["threshold"] = round(distance, 4)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -32,7 +33,8 @@ from vcn.persons.archivist import merge_persons, name_person, split_person
 from vcn.persons.assign import assign_persons
 from vcn.persons.candidates import exact_neighbours, ivf_neighbours
 from vcn.persons.lease import Lease, index_lock
-from vcn.persons.link import Links, Threshold, VideoEvidence, catalogue_threshold, find_links, video_evidence
+from vcn.persons.link import (Links, Threshold, VideoEvidence, catalogue_threshold, cross_video_chance, find_links,
+                              video_evidence)
 from vcn.persons.query import load_persons, names_of, person_of_cluster
 from vcn.persons.represent import cluster_representatives
 from vcn.persons.root import IndexRoot
@@ -147,16 +149,32 @@ def test_representative_is_the_normalised_mean_of_base_embeddings(tmp_path):
         cluster_representatives(folder)
 
 
-def test_threshold_is_the_closest_two_clusters_of_one_video():
+def test_threshold_is_the_closest_pair_sharing_a_frame_or_the_chance_bound_whichever_is_smaller():
     e = np.eye(3, dtype=np.float32)
     e[2] = [0.6, 0.8, 0]
     ev, own = video_evidence(e, [(0, 1)])
     assert ev.min_cooccurring == pytest.approx(1.0) and ev.n_cooccurring == 1
     assert ev.min_within == pytest.approx(0.2) and ev.n_within == 3
     assert own.tolist() == pytest.approx([0.4, 0.2, 0.2])
-    t = catalogue_threshold({"a": ev, "b": VideoEvidence(0.7, 3, 0.1, 6), "c": VideoEvidence()})
-    assert (t.distance, t.source, t.video_id, t.pairs) == (pytest.approx(0.1), "same_video", "b", 9)
-    assert catalogue_threshold({"a": VideoEvidence(), "b": video_evidence(e[:1], [])[0]}).distance is None
+    # Twelve clusters of six videos, two per video: the cross-video pairs are far apart except one close pair.
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((12, 64)).astype(np.float32)
+    emb[7] = emb[0] + 0.05 * emb[7]
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    video = np.arange(12) // 2
+    chance, pairs = cross_video_chance(emb, video)
+    assert pairs == 60 and 0.5 < chance < 1.0 - float(emb[0] @ emb[2])
+    # A video whose two clusters are the same person (never sharing a frame) does not lower the threshold.
+    split = VideoEvidence(math.nan, 0, 0.05, 1)
+    t = catalogue_threshold({"a": split, "b": VideoEvidence(0.95, 3, 0.95, 1)}, emb, video)
+    assert (t.distance, t.source, t.pairs) == (pytest.approx(chance), "chance", 60)
+    t = catalogue_threshold({"a": split, "b": VideoEvidence(0.4, 3, 0.4, 1), "c": VideoEvidence(0.3, 2, 0.3, 1)},
+                            emb, video)
+    assert (t.distance, t.source, t.video_id, t.pairs) == (pytest.approx(0.3), "shared_frame", "c", 5)
+    # The close pair (0, 7) is below the threshold and links; no other pair does.
+    links = find_links(emb, video, np.ones(12, bool), catalogue_threshold({}, emb, video))
+    assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 7)]
+    assert catalogue_threshold({"a": VideoEvidence()}, emb[:2], np.array([0, 1])).distance is None
 
 
 def test_links_are_mutual_nearest_neighbours_below_the_threshold():
@@ -167,14 +185,14 @@ def test_links_are_mutual_nearest_neighbours_below_the_threshold():
     emb = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 0.1, 0]), unit([0.8, 0.6, 0])])
     video = np.array([0, 0, 1, 1])
     new = np.array([False, False, True, True])
-    links = find_links(emb, video, new, Threshold(0.5, "same_video"))
+    links = find_links(emb, video, new, Threshold(0.5, "chance"))
     # y-z is within the threshold (0.4) but not mutual: y's nearest in video 1 is z, z's nearest in video 0 is x.
     assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 2)]
     assert links.distance.tolist() == pytest.approx([1 - 1 / np.sqrt(1.01)], abs=1e-6)
-    assert find_links(emb, video, new, Threshold(0.001, "same_video")).i.size == 0   # closer than x-x2 only
+    assert find_links(emb, video, new, Threshold(0.001, "chance")).i.size == 0   # closer than x-x2 only
     assert find_links(emb, video, new, Threshold(None, "none")).i.size == 0
     # Old-old pairs are never looked at again.
-    assert find_links(emb, video, np.zeros(4, bool), Threshold(0.6, "same_video")).i.size == 0
+    assert find_links(emb, video, np.zeros(4, bool), Threshold(0.6, "chance")).i.size == 0
 
 
 def test_union_never_joins_two_clusters_of_one_video_nor_two_existing_persons():
@@ -249,7 +267,7 @@ def test_persons_across_videos_and_the_tables(tmp_path):
     assert report.written and report.added_videos == ["ep1", "ep2", "ep3"] and report.new_clusters == 11
     state = load_persons(str(tmp_path))
     assert_right_persons(state)
-    assert state.persons.num_rows == 6 and state.meta["threshold"]["source"] == "same_video"
+    assert state.persons.num_rows == 6 and state.meta["threshold"]["source"] == "chance"
     cur = json.loads((tmp_path / CURRENT).read_text())
     folder = tmp_path / "persons" / cur["dir"]
     for name, schema in (("clusters", PERSON_CLUSTERS), ("persons", PERSONS), ("videos", PERSON_VIDEOS)):

@@ -144,8 +144,6 @@ def _relinked(state: IndexState, parts: list[VideoClusters], entries: dict, gone
     own: dict[str, np.ndarray] = {}
     for p in parts:
         evidence[p.video_id], own[p.video_id] = video_evidence(p.embedding, p.cooccurring)
-    threshold = catalogue_threshold(evidence)
-    report.threshold = threshold.to_dict()
     report.added_videos = [p.video_id for p in parts]
     report.removed_videos = [v for v in gone if v not in entries]
 
@@ -167,6 +165,8 @@ def _relinked(state: IndexState, parts: list[VideoClusters], entries: dict, gone
                              np.full(len(video_ids) - n_old, -1, np.int64)])
     new = person < 0
     report.new_clusters = int(new.sum())
+    threshold = catalogue_threshold(evidence, embedding, video_code.astype(np.int64))
+    report.threshold = threshold.to_dict()
     next_id = int(state.meta.get("next_person_id", 1))
     links = find_links(embedding, video_code.astype(np.int64), new, threshold) if len(video_ids) else None
     report.links = len(links) if links is not None else 0

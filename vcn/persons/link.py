@@ -3,14 +3,17 @@
 Two clusters of different videos are linked when
   1. they are mutual nearest neighbours across their two videos (each is the other's most similar cluster in
      the other's video), and
-  2. their cosine distance is below the catalogue's closest known-different distance: the smallest distance
-     between two clusters of one video, over every video (each video's clustering says its clusters are different
-     people; pairs whose faces share a frame certainly are, and are counted among them). A catalogue with no video
-     of two clusters makes no automatic link.
+  2. their cosine distance is below the catalogue's threshold, the smaller of
+     - the closest two clusters of one video whose faces share a frame (two faces seen together are two people),
+       over every video, and
+     - how close two clusters of different videos come by chance (vcn.chance over the distances of the
+       cross-video pairs: nearly all of them are two different people).
+     A catalogue with neither (fewer than three clusters) makes no automatic link.
 
-No number is chosen by hand: the threshold is an observed distance between two different people, and it tightens
-as the catalogue grows and more different people are seen. A video that splits one person into two clusters
-lowers it (fewer links, never wrong ones). Chaining is checked in vcn.persons.assign.
+No number is chosen by hand. The threshold does not come from pairs of one video's clusters that never share a
+frame: those are the same person whenever the video's clustering split someone (vcn splits more often than it
+merges), and their distances had pulled the threshold down to 0.19-0.35 (README "The person index").
+Chaining is checked in vcn.persons.assign.
 """
 
 from __future__ import annotations
@@ -21,21 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from vcn.chance import chance_closest
 from vcn.persons.candidates import neighbours
 
 # Neighbours per query looked at: a link needs the FIRST cluster of a video in the list, and the rule only
 # ever uses the nearest few videos (anything further is beyond the threshold in practice).
 K = 16
+# Cross-video pairs drawn to estimate the chance bound when there are more (a fixed seed keeps an index's
+# threshold the same from run to run); the median and MAD of 200,000 pairs vary by about 0.001.
+CHANCE_SAMPLE = 200_000
 
 
 @dataclass
 class Threshold:
     """The catalogue's link threshold (cosine distance) and the evidence it came from."""
 
-    distance: float | None        # None: no known-different pair yet, so no automatic link
-    source: str                   # same_video | none
-    video_id: str | None = None   # the video holding the pair that set it
-    pairs: int = 0                # known-different pairs it was the minimum of
+    distance: float | None        # None: no evidence yet, so no automatic link
+    source: str                   # shared_frame | chance | none
+    video_id: str | None = None   # shared_frame: the video holding the pair that set it
+    pairs: int = 0                # the pairs it came from (sharing a frame, or of different videos)
 
     def to_dict(self) -> dict[str, Any]:
         return {"distance": None if self.distance is None else round(float(self.distance), 6),
@@ -69,13 +76,38 @@ def video_evidence(embedding: np.ndarray, cooccurring: list[tuple[int, int]]) ->
     return ev, own
 
 
-def catalogue_threshold(evidence: dict[str, VideoEvidence]) -> Threshold:
-    """The smallest distance between two clusters of one video, over the catalogue (None: no such pair yet)."""
-    have = {v: e for v, e in evidence.items() if e.n_within > 0}
-    if not have:
+def cross_video_chance(embedding: np.ndarray, video: np.ndarray) -> tuple[float, int]:
+    """(vcn.chance bound of the cross-video pair distances, the number of cross-video pairs); NaN when fewer
+    than two such pairs. All pairs when they are few, else CHANCE_SAMPLE random ones."""
+    n = len(embedding)
+    counts = np.bincount(video) if n else np.zeros(0, np.int64)
+    pairs = int((n * n - int((counts.astype(np.int64) ** 2).sum())) // 2)
+    if pairs < 2:
+        return math.nan, pairs
+    if pairs <= CHANCE_SAMPLE:
+        i, j = np.triu_indices(n, 1)
+    else:
+        rng = np.random.default_rng(0)
+        i, j = rng.integers(n, size=(2, 2 * CHANCE_SAMPLE))
+    keep = video[i] != video[j]
+    i, j = i[keep][:CHANCE_SAMPLE], j[keep][:CHANCE_SAMPLE]
+    distances = 1.0 - np.einsum("ij,ij->i", embedding[i], embedding[j])
+    return chance_closest(distances, pairs), pairs
+
+
+def catalogue_threshold(evidence: dict[str, VideoEvidence], embedding: np.ndarray, video: np.ndarray) -> Threshold:
+    """The smaller of the closest two clusters of one video sharing a frame (over the catalogue) and the chance
+    bound of the cross-video pairs (None: neither exists yet). embedding: unit rows; video: int code per row."""
+    shared = {v: e for v, e in evidence.items() if e.n_cooccurring > 0}
+    chance, cross_pairs = cross_video_chance(embedding, video)
+    if shared:
+        v = min(shared, key=lambda k: (shared[k].min_cooccurring, k))
+        closest = shared[v].min_cooccurring
+        if math.isnan(chance) or closest <= chance:
+            return Threshold(closest, "shared_frame", v, int(sum(e.n_cooccurring for e in shared.values())))
+    if math.isnan(chance):
         return Threshold(None, "none")
-    video = min(have, key=lambda v: (have[v].min_within, v))
-    return Threshold(have[video].min_within, "same_video", video, int(sum(e.n_within for e in have.values())))
+    return Threshold(chance, "chance", None, cross_pairs)
 
 
 @dataclass

@@ -62,11 +62,15 @@ def format_persons(state: IndexState, top: int | None = None) -> str:
 
 
 def threshold_text(t: dict[str, Any]) -> str:
-    """The link threshold of an index in words, with the video that set it."""
+    """The link threshold of an index in words, with where it came from."""
     if t.get("distance") is None:
-        return "no automatic links yet (no video with two clusters)"
+        return "no automatic links yet (too few clusters)"
+    where = {"shared_frame": f"the closest two clusters sharing a frame, in {t.get('video_id')}",
+             "chance": f"how close two of the {t.get('pairs')} cross-video pairs come by chance",
+             # Indexes written before the rule changed.
+             "same_video": f"the closest two clusters of one video, in {t.get('video_id')}"}
     return (f"clusters of different videos linked when mutual nearest neighbours closer than {t['distance']:.3f} "
-            f"(cosine distance of the closest two clusters of one video, in {t['video_id']})")
+            f"(cosine distance: {where.get(t.get('source'), t.get('source'))})")
 
 
 @dataclass
