@@ -180,3 +180,32 @@ def test_mutual_nearest_tracks_match_only_when_closer_than_two_faces_seen_togeth
     both = find_matches(embeddings, track_of_crop, MatchConfig(method="gaussian_mutual"), seen_together).as_dict()
     assert 10 in both[0] and 0 in both[10]
     assert 30 not in both[20] and 20 not in both[30]
+
+
+def test_mutual_nearest_strangers_closer_than_the_faces_seen_together_stay_apart_below_chance():
+    from vcn.matching import find_matches, mutual_nearest_within_known_different
+
+    # A montage: 19 people seen once each (random directions in 64-d, about 1 +- 0.13 apart) and one person in two
+    # shots (tracks 0 and 1, very close). The only two faces seen together (tracks 2, 3) are the farthest pair,
+    # so under the closest-pair-seen-together rule every two strangers that are each other's nearest match.
+    rng = np.random.default_rng(0)
+    looks = rng.standard_normal((21, 64))
+    looks[1] = looks[0] + 0.1 * rng.standard_normal(64)
+    looks /= np.linalg.norm(looks, axis=1, keepdims=True)
+    looks[3] = -looks[2]
+    embeddings = np.repeat(looks, 3, axis=0)
+    track_of_crop = np.repeat(np.arange(21), 3)
+    seen_together = {(2, 3)}
+
+    def pairs(m):
+        return {(int(m.track_ids[a]), int(m.track_ids[b])) for a, b in zip(*np.nonzero(m.matched)) if a < b}
+
+    closest_seen = pairs(mutual_nearest_within_known_different(embeddings, track_of_crop, seen_together))
+    assert (0, 1) in closest_seen and len(closest_seen) >= 4
+    below = mutual_nearest_within_known_different(embeddings, track_of_crop, seen_together, below_chance=True)
+    assert pairs(below) == {(0, 1)}
+    strangers = 1 - looks[2:] @ looks[2:].T
+    assert below.thresholds[0] < strangers[np.triu_indices(19, 1)].min()
+    chance = find_matches(embeddings, track_of_crop, MatchConfig(method="gaussian_mutual_chance"),
+                          seen_together).as_dict()
+    assert 1 in chance[0] and all(not chance[t] for t in range(2, 21))

@@ -159,6 +159,8 @@ class MatchConfig:
     # benchmarks/results/seeds.json and seeds_episodes.json). Known weakness, found on a held-out montage of
     # people seen once (seeds_held_out.json): a stranger is then a track's nearest, and two strangers closer
     # than the few faces seen together pass (WCP 0.82-0.91 there, against 1.00 with "gaussian").
+    # gaussian_mutual_chance: the same, the mutual pairs also closer than two of the video's tracks come by chance
+    # (vcn.chance): keeps the montage's strangers apart.
     # first_neighbour: each track with its nearest track, mutual or not, at any distance (links strangers; an
     # option for material of one look per shot).
     method: str = "gaussian_mutual"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcn.chance import chance_closest
 from vcn.clustering import mean_track_embeddings, pair_positions
 from vcn.config import MatchConfig
 from vcn.errors import VcnError
@@ -158,17 +159,26 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
 
 
 def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop: np.ndarray,
-                                          cannot_link: set[tuple[int, int]] | None) -> TrackMatches:
+                                          cannot_link: set[tuple[int, int]] | None,
+                                          below_chance: bool = False) -> TrackMatches:
     """Tracks that are each other's nearest track (cosine of mean embeddings, pairs sharing a frame excluded)
     and closer than the video's closest pair of tracks that share a frame: two faces seen together are two
     people, so that distance is one the video itself shows between different people. No match without such a
-    pair (a video of one face per frame says nothing about how far apart its people are)."""
+    pair (a video of one face per frame says nothing about how far apart its people are).
+
+    below_chance: also closer than two of the video's tracks come by chance (vcn.chance over every pair of
+    tracks not sharing a frame). A video with few faces seen together shows few different-person distances,
+    and their closest may still be farther than two strangers who are each other's nearest (a montage of
+    people seen once: README "Accuracy")."""
     ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     if len(shared_frame) == 0:
         return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
-    known_different = 1.0 - float(shared_frame.max())
     dist = 1.0 - sim
+    known_different = 1.0 - float(shared_frame.max())
+    if below_chance:
+        chance = chance_closest(dist[np.triu_indices(len(ids), 1)])
+        known_different = min(known_different, chance) if not math.isnan(chance) else known_different
     nearest = dist.argmin(axis=1)
     for k, n in enumerate(nearest.tolist()):
         if nearest[n] == k and dist[k, n] < known_different:
@@ -176,20 +186,22 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), known_different), matched)
 
 
-MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual")
+MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual", "gaussian_mutual_chance")
 
 
 def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
                  cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
     """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the paper preset's), 'first_neighbour', or
-    'gaussian_mutual' (the default: the Gaussian matches plus mutual_nearest_within_known_different)."""
+    'gaussian_mutual' (the Gaussian matches plus mutual_nearest_within_known_different) or
+    'gaussian_mutual_chance' (the same, the mutual matches also below the video's chance bound)."""
     if cfg.method == "gaussian":
         return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
     if cfg.method == "first_neighbour":
         return first_neighbour_matches(embeddings, track_of_crop, cannot_link)
-    if cfg.method == "gaussian_mutual":
+    if cfg.method in ("gaussian_mutual", "gaussian_mutual_chance"):
         gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
-        mutual = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link)
+        mutual = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link,
+                                                       below_chance=cfg.method == "gaussian_mutual_chance")
         gaussian.matched |= mutual.matched
         return gaussian
     raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
