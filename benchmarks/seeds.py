@@ -65,11 +65,18 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
 
     row: dict = {"video": str(video), "runs": {}, "hac": {}}
     ft = None
-    for config, overrides in configs:
-        for seed in seeds:
+    for seed in seeds:
+        # Configs that differ only in clustering settings share one finetune (finetuning reads no cluster setting
+        # but cannot_link); their stage2_s is then the clustering's alone.
+        finetunes: dict[str, object] = {}
+        for config, overrides in configs:
             cfg = RunConfig.load(None, overrides=[*overrides, f"ssl.seed={seed}"])
             t0 = time.perf_counter()
-            ft = finetune_video(tables["crops"], backbone, cfg, linked if cfg.cluster.cannot_link else set())
+            key = json.dumps({**cfg.to_dict(), "cluster": cfg.cluster.cannot_link}, sort_keys=True, default=str)
+            if key not in finetunes:
+                finetunes[key] = finetune_video(tables["crops"], backbone, cfg,
+                                                linked if cfg.cluster.cannot_link else set())
+            ft = finetunes[key]
             result = score(cluster_finetuned(ft, cfg, name, linked if cfg.cluster.cannot_link else set()))
             result["stage2_s"] = round(time.perf_counter() - t0, 1)
             row["runs"].setdefault(config, {})[str(seed)] = result

@@ -217,6 +217,11 @@ class ClusterConfig:
     # paper (its preset leaves it off); on the paper's TV episodes 16 of 4,938 same-frame track pairs are one
     # person (0.3%), and it stops "either" from chaining co-occurring people together (README "Accuracy").
     cannot_link: bool = True
+    # vcn only: after Algorithm 1, match tracks once more with the coarse matching (match.method) on the finetuned
+    # embeddings and join the clusters of matched tracks (never two tracks sharing a frame). The rounds match
+    # between finetunes, but the last round's embeddings were never matched, and vcn's clusters follow the
+    # matches (README "Accuracy").
+    join_final_matches: bool = False
     max_iterations: int = 100
     # Baselines only (Algorithm 1 has no threshold). 0.6 cosine distance was best for SFace on lfw150.
     hac_threshold: float = 0.6

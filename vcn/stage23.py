@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
+from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.heap import release_memory, trim_before_no_grad_passes
@@ -278,6 +279,11 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                 p, l = ft.loss_terms()
         labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
                                     p, l, cannot_link)
+        if cfg.cluster.method == "vcn" and cfg.cluster.join_final_matches:
+            emb, track_of_crop = ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask]
+            m = find_matches(emb, track_of_crop, cfg.match, cannot_link)
+            labels = join_matched_clusters(
+                labels, matched_pairs_nearest_first(m.matched, m.track_ids, emb, track_of_crop), cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 
