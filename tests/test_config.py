@@ -56,7 +56,8 @@ def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_p
     assert (paper.cluster.merge_rule, paper.cluster.cannot_link, paper.serfiq.exclude_outliers) == ("either", False, True)
     assert (paper.cluster.merge_order, default.cluster.merge_order) == ("all", "best_first")
     assert (paper.ssl.ema_start, paper.ssl.lr_backbone, paper.ssl.warmup_epochs) == (0.996, 1e-5, 50)
-    assert (paper.match.method, default.match.method) == ("gaussian", "gaussian_mutual")
+    assert (paper.match.method, default.match.method) == ("gaussian", "gaussian_mutual_chance")
+    assert (paper.cluster.join_final_matches, default.cluster.join_final_matches) == (False, True)
     # Every setting a preset names differs from the default (a preset entry that changes nothing is stale).
     for section, values in PRESETS["paper"].items():
         assert any(getattr(getattr(default, section), k) != v for k, v in values.items()), section
