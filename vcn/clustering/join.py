@@ -1,4 +1,4 @@
-"""Join Algorithm 1's clusters that the coarse matching on the finetuned embeddings links (cluster.join_final_matches)."""
+"""Join Algorithm 1's clusters that the last coarse matching links (cluster.join_final_matches)."""
 
 from __future__ import annotations
 

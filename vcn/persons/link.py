@@ -78,19 +78,21 @@ def video_evidence(embedding: np.ndarray, cooccurring: list[tuple[int, int]]) ->
 
 def cross_video_chance(embedding: np.ndarray, video: np.ndarray) -> tuple[float, int]:
     """(vcn.chance bound of the cross-video pair distances, the number of cross-video pairs); NaN when fewer
-    than two such pairs. All pairs when they are few, else CHANCE_SAMPLE random ones."""
+    than two such pairs. From every pair when there are few, else from at most CHANCE_SAMPLE random ones."""
     n = len(embedding)
     counts = np.bincount(video) if n else np.zeros(0, np.int64)
     pairs = int((n * n - int((counts.astype(np.int64) ** 2).sum())) // 2)
     if pairs < 2:
         return math.nan, pairs
-    if pairs <= CHANCE_SAMPLE:
+    rng = np.random.default_rng(0)
+    if n * (n - 1) // 2 <= 4 * CHANCE_SAMPLE:
         i, j = np.triu_indices(n, 1)
     else:
-        rng = np.random.default_rng(0)
-        i, j = rng.integers(n, size=(2, 2 * CHANCE_SAMPLE))
-    keep = video[i] != video[j]
-    i, j = i[keep][:CHANCE_SAMPLE], j[keep][:CHANCE_SAMPLE]
+        i, j = rng.integers(n, size=(2, 4 * CHANCE_SAMPLE))
+    keep = np.flatnonzero(video[i] != video[j])
+    if len(keep) > CHANCE_SAMPLE:
+        keep = rng.choice(keep, CHANCE_SAMPLE, replace=False)
+    i, j = i[keep], j[keep]
     distances = 1.0 - np.einsum("ij,ij->i", embedding[i], embedding[j])
     return chance_closest(distances, pairs), pairs
 
