@@ -176,9 +176,9 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
         return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
     dist = 1.0 - sim
     known_different = 1.0 - float(shared_frame.max())
-    if below_chance:
-        chance = chance_closest(dist[np.triu_indices(len(ids), 1)])
-        known_different = min(known_different, chance) if not math.isnan(chance) else known_different
+    chance = chance_closest(dist[np.triu_indices(len(ids), 1)]) if below_chance else math.nan
+    if not math.isnan(chance):
+        known_different = min(known_different, chance)
     nearest = dist.argmin(axis=1)
     for k, n in enumerate(nearest.tolist()):
         if nearest[n] == k and dist[k, n] < known_different:

@@ -12,7 +12,7 @@ Two clusters of different videos are linked when
 
 No number is chosen by hand. The threshold does not come from pairs of one video's clusters that never share a
 frame: those are the same person whenever the video's clustering split someone (vcn splits more often than it
-merges), and their distances had pulled the threshold down to 0.19-0.35 (README "The person index").
+merges), and their distances had pulled the threshold down to 0.19-0.35 (README "People across the catalogue").
 Chaining is checked in vcn.persons.assign.
 """
 
