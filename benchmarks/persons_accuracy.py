@@ -192,7 +192,7 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     cross-video pairs, or the smaller of the last two: the shipped one) x which pairs may link (mutual
     nearest neighbours across the two videos, either one's nearest, or any pair below the threshold) x what the
     union refuses (two clusters of one video, two clusters that share a frame, nothing)."""
-    from vcn.persons.link import cross_video_chance, video_evidence
+    from vcn.persons.link import catalogue_threshold, cross_video_chance, video_evidence
     from vcn.persons.represent import cluster_representatives
 
     vids = sorted(truths)
@@ -205,9 +205,8 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     chance = cross_video_chance(emb, video)[0]
     taus = {"same_video": min((e.min_within for e in evidence if e.n_within), default=None),
             "shared_frame": min((e.min_cooccurring for e in evidence if e.n_cooccurring), default=None),
-            "chance": None if np.isnan(chance) else chance}
-    taus["shared_frame+chance"] = min((t for t in (taus["shared_frame"], taus["chance"]) if t is not None),
-                                      default=None)
+            "chance": None if np.isnan(chance) else chance,
+            "shared_frame+chance": catalogue_threshold(dict(zip(vids, evidence)), emb, video).distance}
     offsets = np.cumsum([0] + [len(reps[v]) for v in vids])
     cooc = {(int(o + a), int(o + b)) for v, o in zip(vids, offsets) for a, b in reps[v].cooccurring}
     cooc |= {(b, a) for a, b in cooc}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vcn.persons.assign import assign_persons  # noqa: E402
 from vcn.persons.candidates import exact_neighbours, ivf_neighbours, rescore  # noqa: E402
-from vcn.persons.link import Threshold, cross_video_chance, find_links  # noqa: E402
+from vcn.persons.link import Threshold, VideoEvidence, catalogue_threshold, find_links  # noqa: E402
 
 DIM = 128
 LOOK_SIGMA = np.sqrt(1 / 3)      # E[cos] between two looks = 1 / (1 + sigma^2) = 0.75
@@ -128,12 +128,10 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
 
 
 def rule_threshold(emb: np.ndarray, video: np.ndarray) -> Threshold:
-    """The threshold the index would take (vcn.persons.link.catalogue_threshold): every two clusters of one video
-    are different people here, as if their faces shared a frame, so the closest of them stands for the closest
-    pair sharing a frame; the chance bound of the cross-video pairs when that is smaller."""
-    closest = closest_within_videos(emb, video)
-    chance, pairs = cross_video_chance(emb, video)
-    return Threshold(closest, "shared_frame") if closest <= chance else Threshold(chance, "chance", None, pairs)
+    """The threshold the index takes (vcn.persons.link.catalogue_threshold): every two clusters of one video are
+    different people here, as if their faces shared a frame, so the closest of them is the evidence of one frame."""
+    synthetic = VideoEvidence(min_cooccurring=closest_within_videos(emb, video), n_cooccurring=1)
+    return catalogue_threshold({"synthetic": synthetic}, emb, video)
 
 
 def closest_within_videos(emb: np.ndarray, video: np.ndarray) -> float:
