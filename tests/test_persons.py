@@ -177,22 +177,52 @@ def test_threshold_is_the_closest_pair_sharing_a_frame_or_the_chance_bound_which
     assert catalogue_threshold({"a": VideoEvidence()}, emb[:2], np.array([0, 1])).distance is None
 
 
-def test_links_are_mutual_nearest_neighbours_below_the_threshold():
-    def unit(v):
-        return np.array(v, np.float32) / np.linalg.norm(v)
+def _at(degrees: float) -> np.ndarray:
+    """A unit vector at this angle in the first plane (cosine distance between two: 1 - cos of the angle)."""
+    a = math.radians(degrees)
+    return np.array([math.cos(a), math.sin(a), 0.0], np.float32)
 
-    # video 0: x, y; video 1: x2 (x's twin) and z, whose nearest in video 0 is x (0.8), not y (0.6).
-    emb = np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 0.1, 0]), unit([0.8, 0.6, 0])])
+
+def test_a_link_needs_one_to_be_the_others_nearest_and_the_other_that_or_close_to_it():
+    # video 0: x (0 deg), y (-62); video 1: x2 (x's twin, +10), y2 (y's twin, -55). x-y2 is within the threshold
+    # (0.5, 60 deg) but x's nearest in video 1 is x2, 65 deg from y2: linking x-y2 would put x2 and y2 together.
+    emb = np.stack([_at(0), _at(-62), _at(10), _at(-55)])
     video = np.array([0, 0, 1, 1])
     new = np.array([False, False, True, True])
     links = find_links(emb, video, new, Threshold(0.5, "chance"))
-    # y-z is within the threshold (0.4) but not mutual: y's nearest in video 1 is z, z's nearest in video 0 is x.
-    assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 2)]
-    assert links.distance.tolist() == pytest.approx([1 - 1 / np.sqrt(1.01)], abs=1e-6)
-    assert find_links(emb, video, new, Threshold(0.001, "chance")).i.size == 0   # closer than x-x2 only
+    assert list(zip(links.i.tolist(), links.j.tolist())) == [(1, 3), (0, 2)]     # nearest first
+    assert links.distance.tolist() == pytest.approx(1 - (emb[[1, 0]] * emb[[3, 2]]).sum(1), abs=1e-6)
+    assert find_links(emb, video, new, Threshold(0.001, "chance")).i.size == 0   # closer than both twins
+    # Two look-alikes (x, y 20 deg apart) in both videos, each the nearest of its twin: no cross link (x-y2),
+    # though x2 and y2 are within the threshold of each other.
+    emb = np.stack([_at(0), _at(-20), _at(2), _at(-22)])
+    links = find_links(emb, video, new, Threshold(0.5, "chance"))
+    assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 2), (1, 3)]
     assert find_links(emb, video, new, Threshold(None, "none")).i.size == 0
     # Old-old pairs are never looked at again.
     assert find_links(emb, video, np.zeros(4, bool), Threshold(0.6, "chance")).i.size == 0
+
+
+def test_both_pieces_of_a_person_split_in_one_video_link_to_that_person_in_another():
+    # video 0 split one person into a1 (5 deg) and a2 (-17 deg), 22 deg apart, never in one frame; video 1 holds a
+    # (0 deg), nearer a1. a is the nearest of both pieces, and a2 is within the threshold (0.2, 37 deg) of a1, the
+    # piece a prefers: both link (mutual nearest neighbours would link a1 only).
+    emb = np.stack([_at(5), _at(-17), _at(0), np.array([0, 0, 1], np.float32)])
+    video = np.array([0, 0, 1, 1])
+    links = find_links(emb, video, np.ones(4, bool), Threshold(0.2, "chance"))
+    assert sorted(zip(links.i.tolist(), links.j.tolist())) == [(0, 2), (1, 2)]
+    order = [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    out = assign_persons(video, np.full(4, -1), links, 0, order, shares_frame=[set(), set(), set(), set()])
+    assert out.person_id[0] == out.person_id[1] == out.person_id[2] != out.person_id[3]
+
+
+def test_someone_absent_from_the_other_video_does_not_link_to_its_nearest_there():
+    # video 0: a golfer g (0 deg) and a young man m (-39 deg); video 1: the golfer again, g2 (-3 deg), and nobody
+    # else. m's nearest in video 1 is g2, within the threshold (0.2, 37 deg), but g2's nearest in video 0 is g,
+    # and g is 39 deg from m: the link would make m and g one person. Only g-g2 links.
+    emb = np.stack([_at(0), _at(-39), _at(-3)])
+    links = find_links(emb, np.array([0, 0, 1]), np.ones(3, bool), Threshold(0.2, "chance"))
+    assert list(zip(links.i.tolist(), links.j.tolist())) == [(0, 2)]
 
 
 def test_union_never_joins_two_clusters_of_one_video_nor_two_existing_persons():

@@ -1,8 +1,12 @@
 """The linking rule between clusters of different videos; it sets its one threshold from the catalogue itself.
 
-Two clusters of different videos are linked when
-  1. they are mutual nearest neighbours across their two videos (each is the other's most similar cluster in
-     the other's video), and
+Two clusters q and r of different videos are linked when
+  1. one of them is the other's nearest cluster in its video, and the other is too or is within the threshold
+     of the cluster that is: when a video split a person in two, both pieces have that person's cluster r of
+     another video as their nearest, but r has only one of them as its nearest; the other piece links too when
+     it is within the threshold of the one r prefers (the link will put those two in one person, so they must
+     pass the same test). Two look-alikes of one video that the video's clustering kept apart, each the nearest
+     of its own twin in another video, do not cross-link: neither is the other's nearest. And
   2. their cosine distance is below the catalogue's threshold, the smaller of
      - the closest two clusters of one video whose faces share a frame (two faces seen together are two people),
        over every video, and
@@ -27,8 +31,8 @@ import numpy as np
 from vcn.chance import chance_closest
 from vcn.persons.candidates import neighbours
 
-# Neighbours per query looked at: a link needs the FIRST cluster of a video in the list, and the rule only
-# ever uses the nearest few videos (anything further is beyond the threshold in practice).
+# Neighbours per query looked at: the rule only ever uses the nearest few clusters (anything further is beyond
+# the threshold in practice).
 K = 16
 # Cross-video pairs drawn to estimate the chance bound when there are more (a fixed seed keeps an index's
 # threshold the same from run to run); the median and MAD of 200,000 pairs vary by about 0.001.
@@ -135,24 +139,25 @@ def find_links(embedding: np.ndarray, video: np.ndarray, new: np.ndarray, thresh
         return Links()
     min_sim = 1.0 - threshold.distance
     rows, sims = neighbours(embedding[queries], video[queries], embedding, video, k, method)
-    # Condition 2 and "first of its video in the query's list" (= the query's nearest in that video).
+    # Condition 2, then condition 1 both ways: q's nearest in r's video is the first of that video in q's list.
     pairs: dict[tuple[int, int], float] = {}
     order = np.argsort(video, kind="stable")
     starts = np.searchsorted(video[order], np.arange(video.max() + 2))
+
+    def is_or_near(row: int, nearest: int) -> bool:
+        return nearest == row or float(embedding[row] @ embedding[nearest]) > min_sim
+
     for qi, q in enumerate(queries.tolist()):
-        seen: set[int] = set()
+        nearest_in: dict[int, int] = {}
+        own_rows = order[starts[video[q]]:starts[video[q] + 1]]
         for r, s in zip(rows[qi].tolist(), sims[qi].tolist()):
             if r < 0 or s <= min_sim:
                 break
-            v = int(video[r])
-            if v in seen:
-                continue
-            seen.add(v)
-            # Condition 1, the other way: is q the nearest cluster of q's video to r?
-            own_rows = order[starts[video[q]]:starts[video[q] + 1]]
-            if own_rows[int(np.argmax(embedding[own_rows] @ embedding[r]))] != q:
-                continue
-            pairs[(min(q, r), max(q, r))] = 1.0 - s
+            nearest_of_q = nearest_in.setdefault(int(video[r]), r)
+            nearest_of_r = int(own_rows[int(np.argmax(embedding[own_rows] @ embedding[r]))])
+            if (nearest_of_q == r or nearest_of_r == q) and is_or_near(r, nearest_of_q) \
+                    and is_or_near(q, nearest_of_r):
+                pairs[(min(q, r), max(q, r))] = 1.0 - s
     if not pairs:
         return Links()
     keys = sorted(pairs, key=lambda p: (pairs[p], p))
