@@ -191,8 +191,8 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
     threshold comes from (the closest two clusters of one video, of one frame, the chance bound of the
     cross-video pairs, or the smaller of the last two: the shipped one) x which pairs may link (mutual
     nearest neighbours across the two videos; one the other's nearest and the other too or within the
-    threshold of that nearest, the shipped one; either one's nearest; any pair below the threshold) x what the union refuses (two clusters of
-    one video, two clusters that share a frame, nothing)."""
+    threshold of that nearest, the shipped one; either one's nearest; any pair below the threshold) x what the
+    union refuses (two clusters of one video, two clusters that share a frame, nothing)."""
     from vcn.persons.link import catalogue_threshold, cross_video_chance, video_evidence
     from vcn.persons.represent import cluster_representatives
 
@@ -225,7 +225,9 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
                 in_j, in_i = np.flatnonzero(video == video[j]), np.flatnonzero(video == video[i])
                 near_i, near_j = in_j[np.argmax(sim[i, in_j])], in_i[np.argmax(sim[j, in_i])]
                 nn_i, nn_j = near_i == j, near_j == i
-                close = (nn_i or nn_j) and (nn_i or 1 - sim[j, near_i] < tau) and (nn_j or 1 - sim[i, near_j] < tau)
+                # The shipped rule (vcn.persons.link): a non-nearest side must be close to the nearest one.
+                close = (nn_i or nn_j) and (nn_i or 1 - sim[j, near_i] < tau) \
+                    and (nn_j or 1 - sim[i, near_j] < tau)
                 if {"mutual": nn_i and nn_j, "nearest_or_close": close, "either": nn_i or nn_j,
                         "threshold_only": True}[rule]:
                     links.append((1 - sim[i, j], i, j))
@@ -244,7 +246,8 @@ def rule_variants(out: Path, truths: dict[str, Path]) -> dict:
                     k: r[k] for k in ("precision", "recall", "tp", "fp", "fn")}
     return {"thresholds": {k: None if v is None else round(float(v), 6) for k, v in taus.items()},
             "note": "cluster pairs by majority identity; the shipped rule is 'threshold: shared_frame+chance, "
-                    "nearest_or_close, apart: shared_frame' (before: mutual; before that threshold: same_video)", "variants": results}
+                    "nearest_or_close, apart: shared_frame' (before: mutual; before that threshold: same_video)",
+            "variants": results}
 
 
 def score(out: Path, truths: dict[str, Path]) -> dict:

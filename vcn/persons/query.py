@@ -69,7 +69,8 @@ def threshold_text(t: dict[str, Any]) -> str:
              "chance": f"how close two of the {t.get('pairs')} cross-video pairs come by chance",
              # Indexes written before the rule changed.
              "same_video": f"the closest two clusters of one video, in {t.get('video_id')}"}
-    return (f"clusters of different videos linked when one is the other's nearest in its video (and the other is too, or is close to that nearest) and closer than {t['distance']:.3f} "
+    return (f"clusters of different videos linked when one is the other's nearest in its video (and the other is "
+            f"too, or is close to that nearest) and closer than {t['distance']:.3f} "
             f"(cosine distance: {where.get(t.get('source'), t.get('source'))})")
 
 
