@@ -4,6 +4,7 @@ side by side; and the cost of a nightly update that adds 1 and 100 videos to an 
 
     python benchmarks/persons_scale.py                       # all parts -> benchmarks/results/persons_scale.json
     python benchmarks/persons_scale.py --parts link --old 100000 --new 10000    # smaller
+    python benchmarks/persons_scale.py --parts link --link-parallel ray --ray-cpus 2   # + linking on Ray tasks
 
 Synthetic data, drawn to look like SFace cluster representatives: each person a random direction in 128-d (two
 people: cosine distance 1 +- 0.09, as SFace's different-person distances around 0.9), each appearance of a
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vcn.persons.assign import assign_persons  # noqa: E402
 from vcn.persons.candidates import exact_neighbours, ivf_neighbours, rescore  # noqa: E402
-from vcn.persons.link import Threshold, VideoEvidence, catalogue_threshold, find_links  # noqa: E402
+from vcn.persons.link import BLOCK_QUERIES, Threshold, VideoEvidence, catalogue_threshold, find_links  # noqa: E402
 
 DIM = 128
 LOOK_SIGMA = np.sqrt(1 / 3)      # E[cos] between two looks = 1 / (1 + sigma^2) = 0.75
@@ -38,6 +39,17 @@ PER_VIDEO = 10
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_of(fn):
+    """(fn(), this process's peak RSS in MiB while fn ran): Linux's high-water mark is reset first (it resets
+    ru_maxrss too), where allowed; else the peak since the process started."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    out = fn()
+    return out, peak_rss_mb()
 
 
 def synthetic_catalogue(n_old: int, n_new: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -72,7 +84,8 @@ def synthetic_catalogue(n_old: int, n_new: int, seed: int = 0) -> dict[str, np.n
     return {"embedding": emb, "video": video.astype(np.int64), "person": person, "new": new}
 
 
-def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> dict:
+def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None, parallel: str = "local",
+                   ray_cpus: int = 2, block: int = BLOCK_QUERIES) -> dict:
     t0 = time.perf_counter()
     data = synthetic_catalogue(n_old, n_new)
     emb, video, new, person = data["embedding"], data["video"], data["new"], data["person"]
@@ -82,14 +95,15 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
     rng = np.random.default_rng(1)
 
     t1 = time.perf_counter()
-    links = find_links(emb, video, new, threshold, method="ivf")
+    links, link_rss = peak_rss_of(lambda: find_links(emb, video, new, threshold, method="ivf", parallel="local",
+                                                     block=block))
     link_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     person_id = np.where(new, -1, person + 1)          # the old rows' persons as the index would hold them
     assignment = assign_persons(video, person_id, links, int(person.max()) + 2,
                                 [(str(v), i) for i, v in enumerate(video.tolist())])
     assign_s = time.perf_counter() - t2
-    rss_peak = peak_rss_mb()
+    rss_peak = max(rss_data, peak_rss_mb())            # peak_rss_of reset the high-water mark after the data
 
     # Candidate recall on a sample of new clusters: of the exact neighbours closer than the threshold (the only
     # ones that can become links), the share the IVF candidates hold; and recall@16 over all neighbours.
@@ -111,10 +125,12 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
     true_links = int(sum(person[i] == person[j] for i, j in zip(links.i.tolist(), links.j.tolist())))
     new_rows = np.flatnonzero(new)
     joined = int((assignment.person_id[new_rows] <= person.max() + 1).sum())
+    on_ray = ray_link(emb, video, new, threshold, links, ray_cpus, block) if parallel == "ray" else None
     return {
         "old_clusters": n_old, "new_clusters": n_new, "dim": DIM, "videos": int(video.max() + 1),
         "threshold": threshold.to_dict(), "generate_s": round(gen_s, 1),
-        "link_s": round(link_s, 1), "assign_s": round(assign_s, 1), "total_s": round(link_s + assign_s, 1),
+        "link_s": round(link_s, 1), "link_peak_rss_mb": round(link_rss, 0), "link_block": block,
+        "assign_s": round(assign_s, 1), "total_s": round(link_s + assign_s, 1),
         "peak_rss_mb": round(rss_peak, 0), "rss_after_data_mb": round(rss_data, 0),
         "embeddings_mb": round(emb.nbytes / 2**20, 0),
         "links": len(links), "links_correct": true_links,
@@ -123,8 +139,30 @@ def link_benchmark(n_old: int, n_new: int, sample: int, nprobe: int | None) -> d
         "candidate_recall_within_threshold": round(recall_t, 4), "nearest_found": round(recall_1, 4), "candidate_recall_at_16": round(recall_k, 4),
         "link_recall_vs_exact": round(link_recall, 4), "links_exact_in_sample": len(ex_links),
         "recall_sample": len(queries), "exact_search_s_for_sample": round(exact_s, 1),
-        "threads": os.cpu_count(),
+        "threads": os.cpu_count(), **({"ray": on_ray} if on_ray else {}),
     }
+
+
+def ray_link(emb: np.ndarray, video: np.ndarray, new: np.ndarray, threshold: Threshold, local, cpus: int,
+             block: int) -> dict:
+    """The same links on Ray tasks (a local Ray of `cpus` CPUs): time, peak RSS of this driver and of the workers
+    (each task reports its own; RUSAGE_CHILDREN does not see Ray's workers), and whether they equal `local`."""
+    import ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        stats: dict = {}
+        t = time.perf_counter()
+        links, driver_rss = peak_rss_of(lambda: find_links(emb, video, new, threshold, method="ivf",
+                                                           parallel="ray", block=block, stats=stats))
+        seconds = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    return {"cpus": cpus, "blocks": stats["blocks"], "link_s": round(seconds, 1),
+            "driver_peak_rss_mb": round(driver_rss, 0), "worker_peak_rss_mb": round(stats["worker_peak_rss_mb"], 0),
+            "task_memory_mb": stats["task_memory_mb"], "links": len(links),
+            "links_equal_local": bool(np.array_equal(links.i, local.i) and np.array_equal(links.j, local.j)
+                                      and links.distance.tobytes() == local.distance.tobytes())}
 
 
 def rule_threshold(emb: np.ndarray, video: np.ndarray) -> Threshold:
@@ -278,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=100_000)
     p.add_argument("--sample", type=int, default=2000, help="new clusters whose candidates are checked exactly")
     p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--link-parallel", choices=("local", "ray"), default="local",
+                   help="ray: link also on Ray tasks and compare with the local links")
+    p.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 1,
+                   help="CPUs of the local Ray (--link-parallel ray)")
+    p.add_argument("--link-block", type=int, default=BLOCK_QUERIES, help="new clusters per block (per Ray task)")
     p.add_argument("--compare-base", type=int, default=200_000)
     p.add_argument("--nightly-videos", type=int, default=1000)
     p.add_argument("--json", default="benchmarks/results/persons_scale.json")
@@ -296,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results["nightly"], indent=1), flush=True)
         path.write_text(json.dumps(results, indent=1))
     if "link" in parts:
-        results["link"] = link_benchmark(args.old, args.new, args.sample, args.nprobe)
+        results["link"] = link_benchmark(args.old, args.new, args.sample, args.nprobe, args.link_parallel,
+                                         args.ray_cpus, args.link_block)
         print(json.dumps(results["link"], indent=1), flush=True)
         path.write_text(json.dumps(results, indent=1))
     return 0

@@ -1,10 +1,16 @@
-"""Shared test fixtures: a real S3-compatible server on 127.0.0.1 (moto's server mode) and a private model cache."""
+"""Shared test fixtures: a real S3-compatible server on 127.0.0.1 (moto's server mode), a private model cache and
+a local Ray cluster of two simulated nodes."""
 
 from __future__ import annotations
 
 import urllib.request
 
 import pytest
+
+try:  # tests/*.py: top-level modules when tests/ is on sys.path, tests.* when tests/ is a package
+    from ray_env import in_process_ray_env
+except ImportError:
+    from tests.ray_env import in_process_ray_env
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +69,26 @@ def face_clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("face_clips")
     return {name: render_video(shots, root / f"{name}.mp4", size=(320, 180), fps=10, seed=i).video
             for i, (name, shots) in enumerate(plans.items())}
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A Ray cluster of two simulated nodes with one CPU each (the machine's 2-core budget)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    # Each node declares 8 GiB of Ray `memory` whatever the machine has free (Ray's own guess is ~70% of the
+    # free memory at start), so the executors' default reservations (distributed.*_memory_mib, up to 3 GiB a
+    # task) are schedulable on a small or busy machine too; the reservation is logical, nothing is allocated.
+    with in_process_ray_env():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 8 * 2**30})
+        cluster.add_node(num_cpus=1, memory=8 * 2**30)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        try:
+            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+            assert ray.cluster_resources()["memory"] == 2 * 8 * 2**30
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()

@@ -14,10 +14,8 @@ import pytest
 
 try:  # tests/*.py: top-level modules when tests/ is on sys.path, tests.* when tests/ is a package
     import videos
-    from ray_env import in_process_ray_env
 except ImportError:
     from tests import videos
-    from tests.ray_env import in_process_ray_env
 from vcn.catalogue import OutputStore, RunManifest, VideoInput, run_catalogue
 from vcn.config import RunConfig
 from vcn.distributed.scan import (DetectFaces, VideoScan, decode_units, merge_scan, replay_min_scene_len,
@@ -26,29 +24,6 @@ from vcn.pipeline import scan_video
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TABLES = ("shots", "detections", "tracks", "crops")
-
-
-@pytest.fixture(scope="module")
-def two_nodes():
-    """A Ray cluster of two simulated nodes with one CPU each (the machine's 2-core budget)."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    # Each node declares 8 GiB of Ray `memory` whatever the machine has free (Ray's own guess is ~70% of the
-    # free memory at start), so the executors' default reservations (distributed.*_memory_mib, up to 3 GiB a
-    # task) are schedulable on a small or busy machine too; the reservation is logical, nothing is allocated.
-    with in_process_ray_env():
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "memory": 8 * 2**30})
-        cluster.add_node(num_cpus=1, memory=8 * 2**30)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address)
-        try:
-            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-            assert ray.cluster_resources()["memory"] == 2 * 8 * 2**30
-            yield cluster
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 def run_units_locally(path: Path, cfg: RunConfig, n_frames: int) -> VideoScan:

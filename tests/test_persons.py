@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -287,6 +286,48 @@ def test_ivf_candidates_match_exact_search():
     found = iv_rows >= 0
     assert np.allclose(iv_sims[found], np.einsum("qd,qkd->qk", base[q], base[np.where(found, iv_rows, 0)])[found],
                        atol=1e-5)                                             # re-scored exactly
+
+
+def _catalogue(n: int, dim: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit embeddings, video code, new) of n clusters of ~n/3 people, 10 a video, each appearance a look around
+    its person (two looks: cosine ~0.8, two people ~0); the last third new."""
+    rng = np.random.default_rng(seed)
+    person = rng.integers(0, n // 3, n)
+    centres = rng.standard_normal((n // 3, dim))
+    emb = centres[person] / np.linalg.norm(centres[person], axis=1, keepdims=True) \
+        + 0.5 / math.sqrt(dim) * rng.standard_normal((n, dim))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    return emb, np.arange(n) // 10, np.arange(n) >= n - n // 3
+
+
+def _same_links(a: Links, b: Links) -> bool:
+    return np.array_equal(a.i, b.i) and np.array_equal(a.j, b.j) and a.distance.tobytes() == b.distance.tobytes()
+
+
+def test_links_do_not_depend_on_how_the_new_rows_are_split():
+    # Blocks of 9 (the last of one row) against one block: every pair, distance (to the bit) and order the same.
+    emb, video, new = _catalogue(3000)
+    threshold = catalogue_threshold({}, emb, video)
+    for method in ("exact", "ivf"):
+        whole = find_links(emb, video, new, threshold, method=method, parallel="local")
+        assert len(whole) > 300
+        assert _same_links(find_links(emb, video, new, threshold, method=method, parallel="local", block=9), whole)
+
+
+def test_links_on_ray_tasks_equal_the_local_links(two_nodes):
+    # 1000 new rows in blocks of 300 on two nodes (BLAS and faiss on one thread there, on the machine's cores
+    # here): the same Links as this process, exact and through the IVF index (built here, once).
+    emb, video, new = _catalogue(3000)
+    threshold = catalogue_threshold({}, emb, video)
+    for method in ("exact", "ivf"):
+        stats: dict = {}
+        on_ray = find_links(emb, video, new, threshold, method=method, parallel="ray", block=300, stats=stats)
+        assert stats["path"] == "ray" and stats["blocks"] == 4 and stats["worker_peak_rss_mb"] > 0
+        assert _same_links(on_ray, find_links(emb, video, new, threshold, method=method, parallel="local"))
+    # With Ray up, a few new rows stay in this process.
+    stats = {}
+    find_links(emb, video, new, threshold, stats=stats)
+    assert stats == {"path": "local", "blocks": 1}
 
 
 # ----- the index, end to end ---------------------------------------------------------------------------------
