@@ -275,6 +275,30 @@ def test_micro_batches_give_the_whole_batch_gradient():
     assert [round(x.mean_loss, 4) for x in whole.logs] == [round(x.mean_loss, 4) for x in micro.logs]
 
 
+def test_no_gradient_passes_in_cpu_pieces_train_the_same_networks():
+    """ssl.cpu_forward_chunk is a speed setting: the backbone's no-gradient passes (warm-up views, the teacher at
+    every step, embeddings) run in pieces, and the networks come out the same (float noise)."""
+    crops, tracks = toy_crops()
+    seen: list[int] = []
+
+    class Recording(ToyBackbone):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                seen.append(len(x))
+            return super().forward(x)
+
+    whole = finetune(Recording(), crops, tracks, small_cfg(cpu_forward_chunk=0))
+    assert max(seen) == 16                      # eval_batch_size, and the teacher's 2 x batch_size crops
+    seen.clear()
+    pieces = finetune(Recording(), crops, tracks, small_cfg(cpu_forward_chunk=3))
+    assert max(seen) == 3
+    a, b = _state(whole.teacher), _state(pieces.teacher)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(whole.teacher_embeddings(crops), pieces.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
+
+
 def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     crops, tracks = toy_crops()
     # DINO's slow teacher (0.996, the paper preset's): on these 20 toy crops, 90 head steps at the default 0.9

@@ -223,9 +223,21 @@ class SelfDistillation:
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
                 x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
                                   cfg.max_rotation_deg, cfg.max_colour_shift)
-                out.append(network(x).to("cpu", dtype))
+                out.append(self._backbone_no_grad(network, x).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
+
+    def _backbone_no_grad(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`backbone(x)` in a no-gradient pass: in pieces of cfg.cpu_forward_chunk crops on a CPU (the same
+        numbers, faster: vcn.config), whole on a GPU."""
+        chunk = self.cfg.cpu_forward_chunk
+        if self.device.type != "cpu" or chunk <= 0 or len(x) <= chunk:
+            return backbone(x)
+        return torch.cat([backbone(part) for part in x.split(chunk)])
+
+    def _no_grad_forward(self, network: BackboneWithHead, x: torch.Tensor) -> torch.Tensor:
+        """`network(x)` (backbone then head) with the backbone run as `_backbone_no_grad` does."""
+        return network.head(self._backbone_no_grad(network.backbone, x))
 
     @torch.no_grad()
     def _tail_of_views(self) -> torch.Tensor:
@@ -249,7 +261,8 @@ class SelfDistillation:
         `inputs`: augmented crops (whole networks), trunk outputs (tail and head) or backbone features (heads).
         """
         with torch.no_grad():
-            t_out = teacher(inputs)
+            # Whole networks (micro): the teacher's backbone pass is the costly one; heads and tails run whole.
+            t_out = self._no_grad_forward(teacher, inputs) if micro else teacher(inputs)
         t_a, t_b = t_out.chunk(2)
         x_a, x_b = inputs.chunk(2)
         n = len(x_a)
@@ -293,15 +306,16 @@ class SelfDistillation:
     def teacher_embeddings(self, crops_uint8: torch.Tensor) -> torch.Tensor:
         """The finetuned backbone's embeddings (teacher's backbone, as DINO evaluates the teacher)."""
         return run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device,
-                              self.teacher.backbone)
+                              lambda x: self._backbone_no_grad(self.teacher.backbone, x))
 
     def probs_and_log_probs(self, crops_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per crop, without augmentation: teacher probabilities p and student log-probabilities l (Eq. 2 terms).
 
         With several prototype sets, p is divided by their number, so -p . l is Eq. 2 averaged over the sets and
         Algorithm 1's bilinear form holds unchanged."""
-        z_t = run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device)
-        z_s = run_in_batches(self.student, crops_uint8, self.cfg.eval_batch_size, self.device)
+        z_t, z_s = (run_in_batches(net, crops_uint8, self.cfg.eval_batch_size, self.device,
+                                   lambda x, net=net: self._no_grad_forward(net, x))
+                    for net in (self.teacher, self.student))
         return algorithm1_terms(z_t, z_s, self.loss.center.detach().cpu(), self.cfg.teacher_temp,
                                 self.cfg.student_temp, self.cfg.prototype_sets)
 
