@@ -5,10 +5,12 @@ for at most 5 minutes on 2 cores).
 
     python benchmarks/memory.py --out benchmarks/results/memory.json --before ed2b3e9
     python benchmarks/memory.py --lengths 1 10 60 --length-size 320x180 --length-fps 5 --sizes 640x360 1920x1080
+    python benchmarks/memory.py --sitcom-only --before REV   # only the sitcom rows; the file's other rows kept
 
 --before REV also runs the sitcom with every stage on the code of git revision REV (checked out in a temporary
 worktree, run with the same interpreter and packages), so a change's before and after figures come from one
 run on one machine under the same load; the row is sitcom_82s_720p_all_stages_before, with the ratios beside it.
+Runs with every stage also give stage 2's seconds per 100 crops by phase (`stage2_per_100_crops`).
 
 Material is rendered once per frame size (real face photos panning, a cut every 6 s: long_video_memory.py) and
 made longer by remuxing it back to back (no re-encoding), so a 60-minute file costs seconds to make. Each run is
@@ -33,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 SITCOM = REPO.parent / "shared" / "data" / "videos" / "real" / "simplefr_Video_2.mp4"
 FLAT = 1.25
+# Stage 2's phases in summary.json's `seconds` (vcn.stage23), reported per 100 crops.
+STAGE2_PHASES = ("embed_base_and_serfiq_s", "match_s", "finetune_round1_heads_s", "finetune_round1_full_s",
+                 "finetune_round2_full_s", "finetune_round3_full_s", "embed_finetuned_s", "stage2_s")
 
 
 def video_of(work: Path, minutes: float, size: str, fps: int, material_s: float) -> Path:
@@ -67,6 +72,10 @@ def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = 
               "counts": summary.get("counts"), "rss_timeline_mib": run["rss_timeline_mib"]}
     if digests:
         result["output_sha256"] = digests
+    crops = (summary.get("counts") or {}).get("crops")
+    if crops and "stage2_s" in (summary.get("seconds") or {}):
+        result["stage2_per_100_crops"] = {k: round(summary["seconds"][k] * 100 / crops, 2)
+                                          for k in STAGE2_PHASES if k in summary["seconds"]}
     if run["returncode"]:
         result["stderr"] = run["stderr"]
     print(f"{video.name}: peak RSS {run['peak_rss_mib']} MiB in {run['wall_s']} s, counts {result['counts']}",
@@ -126,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes-fps", type=int, default=5)
     parser.add_argument("--material-s", type=float, default=60.0)
     parser.add_argument("--no-sitcom", action="store_true", help=f"skip the real clip ({SITCOM.name})")
+    parser.add_argument("--sitcom-only", action="store_true",
+                        help="measure only the real clip; --out's other rows (lengths, sizes) are kept")
     parser.add_argument("--before", metavar="REV",
                         help="also run the sitcom with every stage on the code of git revision REV")
     args = parser.parse_args(argv)
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": {"python": platform.python_version(), "cpus": os.cpu_count()}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.sitcom_only and out.is_file():
+        report = {**json.loads(out.read_text()), **report}
     started = time.perf_counter()
     try:
         if not args.no_sitcom and SITCOM.is_file():
@@ -150,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     "wall": round(after["wall_s"] / before["wall_s"], 3),
                     "same_outputs": after.get("output_sha256") == before.get("output_sha256")}
                 out.write_text(json.dumps(report, indent=2))
+        if args.sitcom_only:
+            return 0
         report["by_length"] = [{"minutes": m, "size": args.length_size, "fps": args.length_fps,
                                 **measure(video_of(work, m, args.length_size, args.length_fps, args.material_s),
                                           work)} for m in args.lengths]
