@@ -114,11 +114,3 @@ def uses_index(n_base: int, method: str = "auto") -> bool:
     if method not in ("auto", "exact", "ivf"):
         raise ValueError(f"method must be auto, exact or ivf, not {method!r}")
     return method == "ivf" or (method == "auto" and n_base > EXACT_LIMIT)
-
-
-def neighbours(queries: np.ndarray, query_video: np.ndarray, base: np.ndarray, base_video: np.ndarray, k: int,
-               method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Exact below EXACT_LIMIT base rows (method 'auto'), IVF above; 'exact' or 'ivf' forces one."""
-    if uses_index(len(base), method):
-        return ivf_neighbours(queries, query_video, base, base_video, k)
-    return exact_neighbours(queries, query_video, base, base_video, k)
