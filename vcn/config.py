@@ -147,10 +147,11 @@ class SSLConfig:
     # augmentations are drawn per batch of this size).
     eval_batch_size: int = 64
     # On a CPU, the backbone's no-gradient passes (those batches, and the teacher's 2 x batch_size crops at
-    # every full-finetuning step) run in pieces of this many crops; 0 = whole batches. The same numbers either
-    # way (the backbone runs with inference statistics, one crop at a time in effect), but SFace on one core
-    # took 16 ms per crop in pieces of up to 16 and 46 ms in one batch of 64: the activations of 64 crops
-    # outgrow the CPU's caches. A GPU runs whole batches.
+    # every full-finetuning step) run in pieces of this many crops; 0 = whole batches. SFace on one core took
+    # 16 ms per crop in pieces of up to 16 and 46 ms in one batch of 64: the activations of 64 crops outgrow
+    # the CPU's caches. The backbone runs with inference statistics, so each crop's output depends on it alone
+    # up to float rounding (~1e-6: oneDNN picks kernels by batch size); finetuning carries that to ~1e-3, a
+    # seed-sized effect (README "Cost"). A GPU runs whole batches.
     cpu_forward_chunk: int = 8
 
 

@@ -1,8 +1,9 @@
 """Nearest clusters of OTHER videos: exact (blocked matrix products) or through a vector index, re-scored exactly.
 
-Up to `exact_limit` index rows the search is exact; above it, candidates come from a faiss inverted-file index
-(IVF-Flat, inner product on unit vectors, 4 sqrt(n) lists, an eighth of them probed), and every candidate's similarity is recomputed exactly in float32
-before sorting, so an approximate index can miss a neighbour but never misorder or misscore one.
+Up to EXACT_LIMIT index rows the search is exact; above it (`uses_index`), candidates come from a faiss
+inverted-file index (IVF-Flat, inner product on unit vectors, 4 sqrt(n) lists, an eighth of them probed), and every
+candidate's similarity is recomputed exactly in float32 before sorting, so an approximate index can miss a
+neighbour but never misorder or misscore one.
 The exact search re-scores its candidates the same way: a matrix product's last bits depend on the other rows in
 it (BLAS blocking, threads), a pair's re-score does not, so a query's neighbours are the same whichever block of
 queries it is searched in (vcn.persons.link searches in blocks, on Ray tasks for a large catalogue).

@@ -228,8 +228,8 @@ class SelfDistillation:
         return torch.stack(views)
 
     def _backbone_no_grad(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """`backbone(x)` in a no-gradient pass: in pieces of cfg.cpu_forward_chunk crops on a CPU (the same
-        numbers, faster: vcn.config), whole on a GPU."""
+        """`backbone(x)` in a no-gradient pass: in pieces of cfg.cpu_forward_chunk crops on a CPU (faster,
+        the same up to float rounding: vcn.config), whole on a GPU."""
         chunk = self.cfg.cpu_forward_chunk
         if self.device.type != "cpu" or chunk <= 0 or len(x) <= chunk:
             return backbone(x)
