@@ -42,9 +42,9 @@ K = 16
 # Cross-video pairs drawn to estimate the chance bound when there are more (a fixed seed keeps an index's
 # threshold the same from run to run); the median and MAD of 200,000 pairs vary by about 0.001.
 CHANCE_SAMPLE = 200_000
-# New rows linked at a time, one Ray task's work: about a minute on one core in an index of 1,000,000 rows
-# (benchmarks/results/persons_scale.json: 100,000 in 600 s on two), so 100,000 new rows spread over 20 tasks,
-# while a task's fixed cost (reading the index back from its bytes, sorting the video codes) stays below a second.
+# New rows linked at a time, one Ray task's work: about 25 s on one core in an index of 1,000,000 rows
+# (benchmarks/results/persons_scale.json: 100,000 in 242 s on two), so 100,000 new rows spread over 20 tasks,
+# while a task's fixed cost (reading the index back from its bytes, sorting the video codes) stays near a second.
 BLOCK_QUERIES = 5_000
 # Below this many new rows linking stays in this process even with Ray up: it takes seconds (10,000 new rows in an
 # index of 100,000: 8 s on one core, benchmarks/persons_scale.py), about what starting the tasks' workers and
