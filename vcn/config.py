@@ -153,11 +153,6 @@ class SSLConfig:
     # up to float rounding (~1e-6: oneDNN picks kernels by batch size); finetuning carries that to ~1e-3, a
     # seed-sized effect (README "Cost"). A GPU runs whole batches.
     cpu_forward_chunk: int = 8
-    # Precision of the backbone's no-gradient passes whose outputs only feed training: the warm-up's (or the
-    # tail option's trunk) augmented views and the teacher's targets at every full-finetuning step. bfloat16
-    # runs them under autocast (on a CPU with AVX512-BF16, ~2.4x faster than float32 in pieces of 8); the passes
-    # whose outputs are measured (matching, embeddings, Algorithm 1, SER-FIQ) stay float32 either way.
-    training_pass_dtype: str = "float32"
 
 
 @dataclass

@@ -28,8 +28,6 @@ from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
 # ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
 BACKBONE_LAYERS = ("tail", "all")
-# ssl.training_pass_dtype: the precision of the no-gradient passes that only feed training.
-TRAINING_PASS_DTYPES = ("float32", "bfloat16")
 # track_id -> the track ids it matched (METHOD.md coarse matching); computed from the teacher between rounds.
 Matches = dict[int, list[int]]
 
@@ -136,9 +134,6 @@ class SelfDistillation:
         device = resolve_device(cfg.device)
         if cfg.prototype_sets < 1:
             raise VcnError(f"ssl.prototype_sets={cfg.prototype_sets} must be 1 or more")
-        if cfg.training_pass_dtype not in TRAINING_PASS_DTYPES:
-            raise VcnError(f"ssl.training_pass_dtype={cfg.training_pass_dtype!r} is unknown; choose one of "
-                           f"{', '.join(TRAINING_PASS_DTYPES)}")
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
                                                     cfg.head_out * cfg.prototype_sets, seed=cfg.seed,
                                                     tail_only=cfg.backbone_layers == "tail")
@@ -228,26 +223,21 @@ class SelfDistillation:
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
                 x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
                                   cfg.max_rotation_deg, cfg.max_colour_shift)
-                out.append(self._backbone_no_grad(network, x, training_input=True).to("cpu", dtype))
+                out.append(self._backbone_no_grad(network, x).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
 
-    def _backbone_no_grad(self, backbone: nn.Module, x: torch.Tensor, training_input: bool = False) -> torch.Tensor:
+    def _backbone_no_grad(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """`backbone(x)` in a no-gradient pass: in pieces of cfg.cpu_forward_chunk crops on a CPU (faster,
-        the same up to float rounding: vcn.config), whole on a GPU. `training_input`: the output only feeds
-        training (augmented views, the teacher's targets), so it may be computed in cfg.training_pass_dtype;
-        passes whose outputs are measured (matching, embeddings, Algorithm 1) stay float32."""
-        low = training_input and self.cfg.training_pass_dtype == "bfloat16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low):
-            chunk = self.cfg.cpu_forward_chunk
-            if self.device.type != "cpu" or chunk <= 0 or len(x) <= chunk:
-                return backbone(x).float()
-            return torch.cat([backbone(part) for part in x.split(chunk)]).float()
+        the same up to float rounding: vcn.config), whole on a GPU."""
+        chunk = self.cfg.cpu_forward_chunk
+        if self.device.type != "cpu" or chunk <= 0 or len(x) <= chunk:
+            return backbone(x)
+        return torch.cat([backbone(part) for part in x.split(chunk)])
 
-    def _no_grad_forward(self, network: BackboneWithHead, x: torch.Tensor, training_input: bool = False
-                         ) -> torch.Tensor:
+    def _no_grad_forward(self, network: BackboneWithHead, x: torch.Tensor) -> torch.Tensor:
         """`network(x)` (backbone then head) with the backbone run as `_backbone_no_grad` does."""
-        return network.head(self._backbone_no_grad(network.backbone, x, training_input))
+        return network.head(self._backbone_no_grad(network.backbone, x))
 
     @torch.no_grad()
     def _tail_of_views(self) -> torch.Tensor:
@@ -272,7 +262,7 @@ class SelfDistillation:
         """
         with torch.no_grad():
             # Whole networks (micro): the teacher's backbone pass is the costly one; heads and tails run whole.
-            t_out = self._no_grad_forward(teacher, inputs, training_input=True) if micro else teacher(inputs)
+            t_out = self._no_grad_forward(teacher, inputs) if micro else teacher(inputs)
         t_a, t_b = t_out.chunk(2)
         x_a, x_b = inputs.chunk(2)
         n = len(x_a)
