@@ -299,6 +299,22 @@ def test_no_gradient_passes_in_cpu_pieces_train_the_same_networks():
     torch.testing.assert_close(whole.teacher_embeddings(crops), pieces.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
 
 
+def test_channels_last_on_a_cpu_trains_the_same_networks():
+    """ssl.cpu_channels_last is a speed setting: on a CPU the convolution weights of student and teacher are kept
+    channels-last, and the networks and embeddings come out as in the contiguous layout (float rounding)."""
+    crops, tracks = toy_crops()
+    last = finetune(ToyBackbone(), crops, tracks, small_cfg(cpu_channels_last=True))
+    plain = finetune(ToyBackbone(), crops, tracks, small_cfg(cpu_channels_last=False))
+    conv = [p for p in last.student.backbone.parameters() if p.dim() == 4]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in conv)
+    assert all(p.is_contiguous() for p in plain.teacher.backbone.parameters())
+    a, b = _state(last.teacher), _state(plain.teacher)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(last.teacher_embeddings(crops), plain.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
+
+
 def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     crops, tracks = toy_crops()
     # DINO's slow teacher (0.996, the paper preset's): on these 20 toy crops, 90 head steps at the default 0.9

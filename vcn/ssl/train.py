@@ -142,7 +142,10 @@ class SelfDistillation:
         spe = steps_per_epoch(n_crops, cfg, world)
         momentum = {kind: ema_momentum_schedule(spe * sum(p.epochs for p in training_plan(cfg) if p.kind == kind),
                                                 cfg.ema_start, cfg.ema_end) for kind in ("heads", "full")}
-        return cls(student.to(device), teacher.to(device), loss.to(device), cfg, device, momentum, spe)
+        # oneDNN's own layout on a CPU (vcn.config: ssl.cpu_channels_last); the numbers differ in rounding only.
+        layout = torch.channels_last if device.type == "cpu" and cfg.cpu_channels_last else torch.preserve_format
+        return cls(student.to(device, memory_format=layout), teacher.to(device, memory_format=layout),
+                   loss.to(device), cfg, device, momentum, spe)
 
     # ----- training -------------------------------------------------------------------------------------------
     def train_phase(self, phase: Phase, crops_uint8: torch.Tensor, track_of_crop: np.ndarray,
