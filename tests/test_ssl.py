@@ -235,6 +235,14 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _assert_same_weights(x: nn.Module, y: nn.Module) -> None:
+    """Every floating-point tensor of the two networks' states equal to float noise."""
+    a, b = _state(x), _state(y)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
 def test_finetune_is_deterministic_trains_and_calls_matching_between_rounds():
     crops, tracks = toy_crops()
     calls = []
@@ -268,10 +276,7 @@ def test_micro_batches_give_the_whole_batch_gradient():
     crops, tracks = toy_crops()
     whole = finetune(ToyBackbone(), crops, tracks, small_cfg(micro_batch_pairs=0))
     micro = finetune(ToyBackbone(), crops, tracks, small_cfg(micro_batch_pairs=3))
-    a, b = _state(whole.student), _state(micro.student)
-    for k in a:
-        if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    _assert_same_weights(whole.student, micro.student)
     assert [round(x.mean_loss, 4) for x in whole.logs] == [round(x.mean_loss, 4) for x in micro.logs]
 
 
@@ -292,10 +297,7 @@ def test_no_gradient_passes_in_cpu_pieces_train_the_same_networks():
     seen.clear()
     pieces = finetune(Recording(), crops, tracks, small_cfg(cpu_forward_chunk=3))
     assert max(seen) == 3
-    a, b = _state(whole.teacher), _state(pieces.teacher)
-    for k in a:
-        if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    _assert_same_weights(whole.teacher, pieces.teacher)
     torch.testing.assert_close(whole.teacher_embeddings(crops), pieces.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
 
 
@@ -308,10 +310,7 @@ def test_channels_last_on_a_cpu_trains_the_same_networks():
     conv = [p for p in last.student.backbone.parameters() if p.dim() == 4]
     assert conv and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in conv)
     assert all(p.is_contiguous() for p in plain.teacher.backbone.parameters())
-    a, b = _state(last.teacher), _state(plain.teacher)
-    for k in a:
-        if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    _assert_same_weights(last.teacher, plain.teacher)
     torch.testing.assert_close(last.teacher_embeddings(crops), plain.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
 
 
