@@ -9,7 +9,8 @@ on the mean over seeds and does not lose on the per-video counts (WCP >= 0.97, 0
 the one threshold chosen for all videos). Stage 1 runs once per video (defaults, cached in --out like
 benchmarks/clustering.py); every config x seed finetunes and clusters with Algorithm 1 (cluster settings of the
 config, defaults otherwise). HAC at every threshold of clustering.py on the base model is scored beside, from the
-same stage-1 tracks. The truth is read only to score.
+same stage-1 tracks. The truth is read only to score; on a video that benchmarks/data/truth_review.csv changes, each
+score also holds `reviewed_truth` (benchmarks/clustering.py).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import HAC_THRESHOLDS, REAL, SCORES, prepare_video  # noqa: E402
+from clustering import HAC_THRESHOLDS, REAL, against_targets, as_reviewed, prepare_video, scorer  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
-from vcn.evaluate import evaluate_tables, to_json  # noqa: E402
+from vcn.evaluate import to_json  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 DEFAULT_CONFIGS = ("one_set:ssl.prototype_sets=1", "four_sets:ssl.prototype_sets=4")
@@ -59,9 +60,7 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
     truth = read_truth(truth_path)
     linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
 
-    def score(clusters) -> dict:
-        r = evaluate_tables(tables["tracks"], tables["detections"], clusters, truth)
-        return {k: r[k] for k in SCORES}
+    score = scorer(name, tables, truth)
 
     row: dict = {"video": str(video), "runs": {}, "hac": {}}
     ft = None
@@ -104,15 +103,10 @@ def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> 
             scores = [r["runs"][config][seed] for r in have]
             if not scores:
                 continue
-            per_seed[seed] = {
-                "mean_bcubed_f": float(np.mean([s["bcubed_f"] for s in scores])),
-                "mean_wcp": float(np.mean([s["wcp"] for s in scores])),
-                "mean_pcr": float(np.mean([s["pcr"] for s in scores])),
-                "videos_wcp_ge_0.97": sum(s["wcp"] >= 0.97 for s in scores),
-                "videos_pcr_0.9_to_1.15": sum(0.9 <= s["pcr"] <= 1.15 for s in scores),
-                "videos_f_ge_hac_chosen_once": sum(s["bcubed_f"] >= r["hac"][chosen]["bcubed_f"] - 1e-9
-                                                   for s, r in zip(scores, have)),
-                "videos": len(scores)}
+            per_seed[seed] = against_targets(scores, [r["hac"][chosen] for r in have])
+            if any("reviewed_truth" in s for s in scores):
+                per_seed[seed]["reviewed_truth"] = against_targets([as_reviewed(s) for s in scores],
+                                                                   [as_reviewed(r["hac"][chosen]) for r in have])
         common = [name for name, r in videos.items()
                   if all(str(seed) in r["runs"].get(config, {}) for seed in seeds)]
         fs = [float(np.mean([videos[v]["runs"][config][str(seed)]["bcubed_f"] for v in common])) for seed in seeds]

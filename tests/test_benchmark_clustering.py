@@ -88,3 +88,45 @@ def test_markdown_table_has_a_row_per_video_and_the_threshold_chosen_once(bench)
     header, _, row = text.splitlines()
     assert "hac_0.5" in header and row.startswith("| clip (6) | 7, 1.00, 1.17, 0.97 |")
     assert "7, 1.00, 1.17, 0.97 @0.7" in row and row.endswith("| 0.900 -> 0.950 |") and "| - |" in row
+
+
+def test_reviewed_truth_joins_the_reviewed_identities_and_scores_beside_the_truth(bench, tmp_path):
+    import pyarrow as pa
+
+    from vcn.render import TRUTH_SCHEMA
+
+    review = tmp_path / "review.csv"
+    review.write_text("video,identity,same_person_as,evidence\nclip,anna_dark,anna,same jacket\n")
+    # Three tracks, one box each: anna, anna_dark (the same woman, named twice), ben.
+    boxes = [(0, "anna"), (3, "anna_dark"), (6, "ben")]
+    columns = {"frame": [f for f, _ in boxes], "x1": [0.0] * 3, "y1": [0.0] * 3, "x2": [50.0] * 3, "y2": [50.0] * 3,
+               "identity": [i for _, i in boxes], "t_s": [float("nan")] * 3}
+    truth = pa.table({k: columns[k] for k in TRUTH_SCHEMA.names}).cast(TRUTH_SCHEMA)
+    assert bench.reviewed_truth("other_clip", truth, review) is None
+    joined = bench.reviewed_truth("clip", truth, review)
+    assert joined.column("identity").to_pylist() == ["anna", "anna", "ben"]
+    assert truth.column("identity").to_pylist() == ["anna", "anna_dark", "ben"]      # the truth itself untouched
+
+    # Only the columns scoring reads: a track per box, each box on the truth's.
+    tracks = pa.table({"track_id": [0, 1, 2]})
+    detections = pa.table({"frame": [f for f, _ in boxes], "track_id": [0, 1, 2], "x1": [0.0] * 3, "y1": [0.0] * 3,
+                           "x2": [50.0] * 3, "y2": [50.0] * 3})
+    # The two anna tracks in one cluster: a merge of strangers against the truth, right against the review.
+    clusters = pa.table({"track_id": [0, 1, 2], "cluster_id": [0, 0, 1]})
+    score = bench.scorer("clip", {"tracks": tracks, "detections": detections}, truth, review)(clusters)
+    assert score["wcp"] < 1 and score["reviewed_truth"]["wcp"] == 1 and score["reviewed_truth"]["bcubed_f"] == 1
+    assert bench.as_reviewed(score) is score["reviewed_truth"] and bench.as_reviewed({"wcp": 1}) == {"wcp": 1}
+
+
+def test_the_repository_review_names_identities_of_the_shared_truth(bench):
+    import csv
+
+    with open(bench.TRUTH_REVIEW, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["evidence"].strip() for r in rows)
+    for r in rows:
+        path = bench.SHARED / "truth" / f"{r['video']}.truth.csv"
+        if not path.is_file():
+            pytest.skip("../shared is absent")
+        names = set(bench.read_truth(path).column("identity").to_pylist())
+        assert {r["identity"], r["same_person_as"]} <= names and r["identity"] != r["same_person_as"]

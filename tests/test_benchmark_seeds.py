@@ -21,7 +21,7 @@ def bench():
 
 
 def scored(f: float, wcp: float = 1.0, pcr: float = 1.0, clusters: int = 3) -> dict:
-    return {"bcubed_f": f, "wcp": wcp, "pcr": pcr, "n_clusters": clusters}
+    return {"bcubed_f": f, "wcp": wcp, "pcr": pcr, "n_clusters": clusters, "unknown_share": 0.0}
 
 
 def video(runs: dict, hac_f: dict) -> dict:
