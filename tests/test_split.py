@@ -101,16 +101,3 @@ def test_whole_backbone_and_unknown_setting():
     with pytest.raises(VcnError, match="ssl.backbone_layers='some' is unknown; choose one of tail, all"):
         finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="some"))
     assert np.isfinite([log.mean_loss for log in whole.logs]).all()
-
-
-def test_fresh_tail_views_run_the_frozen_trunk_at_every_full_step():
-    crops, tracks = toy_crops()
-    trainer = finetune(graph_backbone(), crops, tracks, small_cfg(rounds=2, backbone_layers="tail",
-                                                                   tail_views="fresh"))
-    assert trainer.trunk_views is None and [log.kind for log in trainer.logs] == ["heads", "full", "full"]
-    fresh = split_backbone(graph_backbone())
-    for a, c in zip(trainer.student.backbone[0].parameters(), fresh.trunk.parameters()):
-        assert torch.equal(a, c)
-    assert any(not torch.equal(a, c) for a, c in zip(trainer.student.backbone[1].parameters(), fresh.tail.parameters()))
-    with pytest.raises(VcnError, match="ssl.tail_views='some' is unknown; choose one of cached, fresh"):
-        finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="tail", tail_views="some"))

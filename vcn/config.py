@@ -122,10 +122,6 @@ class SSLConfig:
     # stays the default (README "Accuracy", benchmarks/clustering.py's vcn_tail row). Backbones without a graph
     # train "all".
     backbone_layers: str = "all"
-    # With backbone_layers = "tail": "cached" runs the trunk once per crop and warm-up view for the whole finetune
-    # (its views are all the augmentation the tail sees); "fresh" augments afresh at every full-finetuning step
-    # and runs the frozen trunk then, without gradients and once for student and teacher.
-    tail_views: str = "cached"
     # Full finetuning epochs per round: the CPU cost (one epoch of 300 crops is ~600 student forward+backward
     # and ~600 teacher forward passes of SFace). 1 keeps a 30-track x 10-crop video within a few minutes.
     epochs_per_round: int = 1

@@ -28,7 +28,6 @@ from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
 # ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
 BACKBONE_LAYERS = ("tail", "all")
-TAIL_VIEWS = ("cached", "fresh")
 # track_id -> the track ids it matched (METHOD.md coarse matching); computed from the teacher between rounds.
 Matches = dict[int, list[int]]
 
@@ -132,8 +131,6 @@ class SelfDistillation:
         if cfg.backbone_layers not in BACKBONE_LAYERS:
             raise VcnError(f"ssl.backbone_layers={cfg.backbone_layers!r} is unknown; choose one of "
                            f"{', '.join(BACKBONE_LAYERS)}")
-        if cfg.tail_views not in TAIL_VIEWS:
-            raise VcnError(f"ssl.tail_views={cfg.tail_views!r} is unknown; choose one of {', '.join(TAIL_VIEWS)}")
         device = resolve_device(cfg.device)
         if cfg.prototype_sets < 1:
             raise VcnError(f"ssl.prototype_sets={cfg.prototype_sets} must be 1 or more")
@@ -158,29 +155,26 @@ class SelfDistillation:
         Whole backbone: the warm-up ('heads', teacher and student backbones still equal) runs the frozen backbone
         once per crop for each of cfg.warmup_views augmented views and trains the heads on those cached features
         (each pair side picks a random view); the 'full' phase augments afresh and runs both networks at every
-        step. Split backbone (ssl.backbone_layers = tail) with ssl.tail_views = cached: the frozen trunk runs once
-        per crop and view for the whole finetune; the warm-up trains the heads on the tail's output of those
-        views, and the 'full' phase trains tail and head on them, so no step runs the trunk. With tail_views =
-        fresh the warm-up is the whole backbone's, and each 'full' step augments afresh and runs the frozen trunk
-        without gradients (once, for student and teacher: their trunks are the same) before tail and head.
+        step. Split backbone (ssl.backbone_layers = tail): the frozen trunk runs once per crop and view for the
+        whole finetune; the warm-up trains the heads on the tail's output of those views, and the 'full' phase
+        trains tail and head on them, so no step runs the trunk.
         """
         cfg = self.cfg
         rank, world = _distributed()
         t0 = time.perf_counter()
         train_backbone = phase.kind == "full"
         split = self.student.split
-        cached_trunk = split and cfg.tail_views == "cached"
         for p in self.student.trainable_backbone():
             p.requires_grad_(train_backbone)
         features = not train_backbone and self.backbones_equal   # heads only, on cached backbone features
-        if cached_trunk and self.trunk_views is None:
+        if split and self.trunk_views is None:
             self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16)
         if features:
-            views = (self._tail_of_views() if cached_trunk
+            views = (self._tail_of_views() if split
                      else self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32))
             model, teacher = self.student.head, self.teacher.head
         elif split:
-            views = self.trunk_views if cached_trunk else None
+            views = self.trunk_views
             model, teacher = self.student.from_trunk, self.teacher.from_trunk
         else:
             views, model, teacher = None, self.student, self.teacher
@@ -207,11 +201,8 @@ class SelfDistillation:
                 else:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
                     inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
-                    if split:   # fresh tail views: the frozen trunk, once for student and teacher
-                        with torch.no_grad():
-                            inputs = self._backbone_no_grad(self.student.backbone[0], inputs)
                 # Micro-batches only where whole-backbone activations are held for backward.
-                micro = views is None and not split
+                micro = views is None
                 losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro))
         if train_backbone:
             self.backbones_equal = False
