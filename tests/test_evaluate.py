@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vcn.errors import VcnError
-from vcn.evaluate import box_iou, evaluate, label_tracks, main, match_detections
+from vcn.evaluate import IOU_THRESHOLD, box_iou, evaluate, label_tracks, main, match_detections
 from vcn.render import TRUTH_SCHEMA, Photo, Shot, render_video
 from vcn.tables import make_table
 
@@ -62,9 +62,13 @@ def write_run(folder, detections, clusters, video_id="v"):
 
 def hand_built_detections():
     dets, k = [], 0
+    # One box per face and frame (matching is one to one): track 5 holds b in frames 0-5 and a in 6-7, so
+    # track 1 (a) skips frames 6-7 and track 2 (b) starts at frame 6.
     for f in range(10):
-        dets.append(det(k := k + 1, f, shift(A1, 4), 1))        # track 1: a (IoU 36*40/(44*40) > 0.3)
-        dets.append(det(k := k + 1, f, shift(B1, -3), 2))       # track 2: b
+        if f not in (6, 7):
+            dets.append(det(k := k + 1, f, shift(A1, 4), 1))    # track 1: a (IoU 36*40/(44*40) > 0.3)
+        if f >= 6:
+            dets.append(det(k := k + 1, f, shift(B1, -3), 2))   # track 2: b
         if f < 6:
             dets.append(det(k := k + 1, f, B1, 5))              # track 5: b six times ...
         elif f < 8:
@@ -73,7 +77,7 @@ def hand_built_detections():
             dets.append(det(k := k + 1, f, (300, 300, 320, 320), 4))   # track 4: matches nothing
     for f in range(10, 20):
         dets.append(det(k := k + 1, f, A2, 3))                  # track 3: a, in the second shot
-    dets.append(det(k := k + 1, 3, A1, -1))                     # tracker left it unassigned
+    dets.append(det(k := k + 1, 13, (300, 300, 320, 320), -1))  # tracker left it unassigned
     return dets
 
 
@@ -89,6 +93,19 @@ def test_match_detections_needs_the_same_frame_and_enough_overlap():
     match, iou = match_detections(np.array([0, 0, 1, 0]), det_boxes, np.array([0, 0]), truth_boxes)
     assert match.tolist() == [-1, 0, -1, 1]
     assert iou[1] == pytest.approx(25 / 55)
+
+
+def test_a_second_box_on_one_face_takes_no_truth_box_and_stays_unlabelled():
+    # Frame 0: a at A1, b at B1. Track 1 sits on A1, track 2 on B1, track 3 is a looser box across A1 that
+    # overlaps it at IoU 0.44: matched one to one, the better-placed box keeps a and track 3 names no one.
+    loose = (A1[0] - 10, A1[1] - 10, A1[2] + 10, A1[3] + 10)
+    det_boxes = np.array([A1, B1, loose], float)
+    match, iou = match_detections(np.zeros(3, int), det_boxes, np.array([0, 0]), np.array([A1, B1], float))
+    assert box_iou(np.array([loose]), np.array([A1]))[0, 0] > IOU_THRESHOLD
+    assert match.tolist() == [0, 1, -1] and iou[2] == 0
+    # Alone in its frame, the same loose box is matched.
+    match, _ = match_detections(np.zeros(1, int), np.array([loose], float), np.array([0]), np.array([A1], float))
+    assert match.tolist() == [0]
 
 
 def test_label_tracks_majority_and_unlabelled():
@@ -113,8 +130,8 @@ def test_evaluate_by_hand(tmp_path):
     assert r["track_label_agreement"] == pytest.approx((1 + 1 + 1 + 6 / 8) / 4)
     # Truth boxes: 30; matched: a and b in frames 0-9 (tracks 1, 2, 5) and a in 10-19 -> all 30.
     assert r["truth_box_recall"] == 1.0
-    # Detections: 10 + 10 + 8 + 5 + 10 + 1 = 44, of which the five of track 4 match nothing.
-    assert r["detection_precision"] == pytest.approx(39 / 44)
+    # Detections: 8 + 4 + 8 + 5 + 10 + 1 = 36, of which track 4's five and the unassigned one match nothing.
+    assert r["detection_precision"] == pytest.approx(30 / 36)
 
 
 def test_evaluate_reads_a_csv_truth_without_t_s(tmp_path):

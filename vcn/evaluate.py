@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from scipy.optimize import linear_sum_assignment
 
 from vcn.errors import VcnError
 from vcn.metrics import UNKNOWN, clustering_scores
 from vcn.render import read_truth
 
-# A detection takes the identity of the truth box it overlaps most, when that overlap reaches this IoU.
+# A detection takes the identity of the truth box matched to it, when their overlap reaches this IoU.
 IOU_THRESHOLD = 0.3
 
 TRACK_LABELS = pa.schema([
@@ -45,8 +46,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def match_detections(det_frames: np.ndarray, det_boxes: np.ndarray, truth_frames: np.ndarray,
                      truth_boxes: np.ndarray, iou_threshold: float = IOU_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """For each detection, the row of the truth box in the same frame it overlaps most (IoU >= threshold),
-    else -1; and that IoU. Several detections may take the same truth box (duplicates are not penalised here)."""
+    """For each detection, the row of the truth box matched to it in the same frame (IoU >= threshold), else -1;
+    and that IoU. One to one per frame, the assignment with the largest total IoU (as MOT scoring matches): a
+    second box on one face, or a box across two faces, takes no truth box its better-placed neighbour holds, so
+    it stays unlabelled (the shared truth's labellers left such boxes out) instead of naming a split."""
     det_frames = np.asarray(det_frames, np.int64)
     truth_frames = np.asarray(truth_frames, np.int64)
     match = np.full(len(det_frames), -1, np.int64)
@@ -62,11 +65,12 @@ def match_detections(det_frames: np.ndarray, det_boxes: np.ndarray, truth_frames
             continue
         dets, truths = det_order[s:e], order[lo:hi]
         iou = box_iou(det_boxes[dets], truth_boxes[truths])
-        j = iou.argmax(axis=1)
-        top = iou[np.arange(len(dets)), j]
-        ok = top >= iou_threshold
-        match[dets[ok]] = truths[j[ok]]
-        best[dets[ok]] = top[ok]
+        # Pairs under the threshold may not be matched: zero them so the assignment never trades for them.
+        iou = np.where(iou >= iou_threshold, iou, 0.0)
+        rows, cols = linear_sum_assignment(iou, maximize=True)
+        ok = iou[rows, cols] > 0
+        match[dets[rows[ok]]] = truths[cols[ok]]
+        best[dets[rows[ok]]] = iou[rows[ok], cols[ok]]
     return match, best
 
 
