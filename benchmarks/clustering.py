@@ -230,11 +230,11 @@ def evaluate_video(name: str, work: Path, backbone) -> dict:
         "finetuned": track_mean_auc(ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask], identity_of),
         "finetuned_paper": track_mean_auc(ft_paper.tuned[ft_paper.prep.clusterable].numpy(),
                                           ft_paper.prep.track_of_crop[ft_paper.prep.clusterable], identity_of)}
-    for label, source in (("hac", base), ("hac_finetuned", ft)):
+    for best_key, source in (("hac_best_per_video", base), ("hac_finetuned_best", ft)):
         sweep = {t: score(cluster_finetuned(source, with_cluster(cfg, method="hac", hac_threshold=t), name))
                  for t in HAC_THRESHOLDS}
-        m[f"{label}_best" if label == "hac_finetuned" else "hac_best_per_video"] = best_threshold(sweep)
-        if label == "hac":
+        m[best_key] = best_threshold(sweep)
+        if source is base:
             m.update({f"hac_{t}": r for t, r in sweep.items()})
     m["dbscan"] = score(cluster_finetuned(base, with_cluster(cfg, method="dbscan"), name))
     m["finch"] = score(cluster_finetuned(base, with_cluster(cfg, method="finch"), name))
