@@ -96,8 +96,8 @@ def test_match_detections_needs_the_same_frame_and_enough_overlap():
 
 
 def test_a_second_box_on_one_face_takes_no_truth_box_and_stays_unlabelled():
-    # Frame 0: a at A1, b at B1. Track 1 sits on A1, track 2 on B1, track 3 is a looser box across A1 that
-    # overlaps it at IoU 0.44: matched one to one, the better-placed box keeps a and track 3 names no one.
+    # Frame 0: a at A1, b at B1. Detection 0 sits on A1, detection 1 on B1, detection 2 is a looser box around A1
+    # that overlaps it at IoU 0.44: matched one to one, the better-placed box keeps a and detection 2 names no one.
     loose = (A1[0] - 10, A1[1] - 10, A1[2] + 10, A1[3] + 10)
     det_boxes = np.array([A1, B1, loose], float)
     match, iou = match_detections(np.zeros(3, int), det_boxes, np.array([0, 0]), np.array([A1, B1], float))
