@@ -1,4 +1,4 @@
-"""Tail-only finetuning: a frozen trunk and a trainable tail (vcn.ssl.split, ssl.backbone_layers=tail)."""
+"""Finetuning a frozen trunk and a trainable tail (vcn.ssl.split, ssl.backbone_layers=tail or low_res)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.test_ssl import ToyBackbone, small_cfg, toy_crops
 from vcn.errors import VcnError
 from vcn.models.onnx_torch import OnnxBackbone
 from vcn.ssl import finetune, make_student_and_teacher
-from vcn.ssl.split import MIN_TAIL_PARAMETER_SHARE, split_backbone
+from vcn.ssl.split import LOW_RES_FRACTION, MIN_TAIL_PARAMETER_SHARE, split_backbone
 
 
 def graph_backbone(seed: int = 0) -> OnnxBackbone:
@@ -39,6 +39,21 @@ def test_sface_is_cut_at_its_narrowest_point_and_trunk_then_tail_is_the_whole_ne
         torch.testing.assert_close(split.tail(split.trunk(x)), sface(x), rtol=1e-4, atol=1e-5)
 
 
+def test_sface_low_res_cut_is_the_first_point_at_an_eighth_of_the_crop():
+    from vcn.models import load_backbone
+
+    sface = load_backbone("sface").eval()
+    split = split_backbone(copy.deepcopy(sface), at="low_res")
+    # After conv_7's depthwise (stride-2) layer: 256x14x14, 112 / 8 = 14; 98.6% of the weights are after it.
+    assert split.cut_shape == (256, 14, 14) and max(split.cut_shape[1:]) <= 112 * LOW_RES_FRACTION
+    assert split.tail_parameter_share > 0.98
+    x = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(split.tail(split.trunk(x)), sface(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="at='middle'; choose tail or low_res"):
+        split_backbone(copy.deepcopy(sface), at="middle")
+
+
 def test_split_needs_a_graph_and_a_tail_with_half_the_weights():
     assert split_backbone(ToyBackbone()) is None                     # a plain module: nothing to cut
     split = split_backbone(graph_backbone())
@@ -50,7 +65,7 @@ def test_split_needs_a_graph_and_a_tail_with_half_the_weights():
 def test_student_trains_only_the_tail_and_the_caller_backbone_is_untouched():
     backbone = graph_backbone()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    student, teacher = make_student_and_teacher(backbone, 32, 8, 64, tail_only=True)
+    student, teacher = make_student_and_teacher(backbone, 32, 8, 64, layers="tail")
     assert student.split and teacher.split
     trunk, tail = student.backbone[0], student.backbone[1]
     assert not any(p.requires_grad for p in trunk.parameters())
@@ -91,6 +106,37 @@ def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
     assert [log.kind for log in trainer.logs] == ["heads", "full", "full", "full"]
 
 
+def test_low_res_runs_the_frozen_trunk_on_fresh_crops_at_every_full_step():
+    crops, tracks = toy_crops()
+    cfg = small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res")
+    seen = []
+    original = make_student_and_teacher
+
+    def counting(*args, **kwargs):
+        student, teacher = original(*args, **kwargs)
+        student.backbone[0].register_forward_hook(lambda module, inputs, out: seen.append(len(out)))
+        return student, teacher
+
+    import vcn.ssl.train as train
+
+    backbone = graph_backbone()
+    train.make_student_and_teacher, saved = counting, train.make_student_and_teacher
+    try:
+        trainer = finetune(backbone, crops, tracks, cfg)
+    finally:
+        train.make_student_and_teacher = saved
+    assert trainer.student.split and trainer.trunk_views is None          # nothing cached beyond a step
+    # Warm-up: the whole backbone once per crop and view; then every full step: both sides of its pairs, once.
+    full_steps = sum(log.steps for log in trainer.logs if log.kind == "full")
+    assert sum(seen) == cfg.warmup_views * len(crops) + full_steps * 2 * cfg.batch_size
+    fresh = split_backbone(graph_backbone(), at="low_res")
+    for net in (trainer.student, trainer.teacher):
+        trunk, tail = net.backbone[0], net.backbone[1]
+        assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), fresh.trunk.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(tail.parameters(), fresh.tail.parameters()))
+    assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
+
+
 def test_whole_backbone_and_unknown_setting():
     crops, tracks = toy_crops()
     whole = finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="all"))
@@ -98,6 +144,6 @@ def test_whole_backbone_and_unknown_setting():
     fresh = graph_backbone()
     # Every layer may move, the first convolution included.
     assert not torch.equal(whole.student.backbone.net.get_submodule("0").weight, fresh.net.get_submodule("0").weight)
-    with pytest.raises(VcnError, match="ssl.backbone_layers='some' is unknown; choose one of tail, all"):
+    with pytest.raises(VcnError, match="ssl.backbone_layers='some' is unknown; choose one of all, low_res, tail"):
         finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="some"))
     assert np.isfinite([log.mean_loss for log in whole.logs]).all()

@@ -112,15 +112,17 @@ class SSLConfig:
     # Measured only together with the other default changes (README "Accuracy"), not on its own.
     warmup_epochs: int = 10
     warmup_views: int = 4
-    # Which backbone weights the full finetune trains: "all" (the paper) or "tail": the backbone is cut at its
-    # narrowest single-tensor point that leaves at least half of its weights after it (vcn/ssl/split.py; SFace:
-    # after conv_13's depthwise layer, 83% of the weights), the frozen trunk runs once per crop and augmented view
-    # for the whole finetune, and every step trains only tail and head. "tail" makes stage 2 2-3x cheaper on a
-    # CPU (full rounds ~12x) but measured lower (mean BCubed F 0.87 against 0.90 on the 8 labelled videos, the
-    # sitcom split into 10 clusters instead of 7; 4 epochs per round did not recover it; 12 warm-up views, its
-    # only augmentations, recovered part: mean F 0.936 against 0.922 with 4 and 0.951 for "all" over 2 seeds): "all"
-    # stays the default (README "Accuracy", benchmarks/clustering.py's vcn_tail row). Backbones without a graph
-    # train "all".
+    # Which backbone weights the full finetune trains (vcn/ssl/split.py): "all" (the paper); "low_res": the layers
+    # from 1/8 of the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights), the
+    # high-resolution front frozen and run without gradients once per step for student and teacher (a step costs
+    # about half the whole network's on a CPU); or "tail": the backbone is cut at its narrowest single-tensor point
+    # that leaves at least half of its weights after it (SFace: after conv_13's depthwise layer, 83% of the
+    # weights), the frozen trunk runs once per crop and augmented view for the whole finetune, and every step
+    # trains only tail and head. "tail" makes stage 2 2-3x cheaper on a CPU (full rounds ~12x) but measured lower
+    # (mean BCubed F 0.87 against 0.90 on the 8 labelled videos, the sitcom split into 10 clusters instead of 7; 4
+    # epochs per round did not recover it; 12 warm-up views, its only augmentations, recovered part: mean F 0.936
+    # against 0.922 with 4 and 0.951 for "all" over 2 seeds): README "Accuracy", benchmarks/clustering.py's
+    # vcn_tail row. Backbones without a graph train "all".
     backbone_layers: str = "all"
     # Full finetuning epochs per round: the CPU cost (one epoch of 300 crops is ~600 student forward+backward
     # and ~600 teacher forward passes of SFace). 1 keeps a 30-track x 10-crop video within a few minutes.

@@ -78,7 +78,7 @@ def make_head(in_dim: int, hidden: int, bottleneck: int, out_dim: int, seed: int
 
 
 def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, out_dim: int,
-                             seed: int = 0, tail_only: bool = False) -> tuple[BackboneWithHead, BackboneWithHead]:
+                             seed: int = 0, layers: str = "all") -> tuple[BackboneWithHead, BackboneWithHead]:
     """Student = a copy of the backbone + a fresh head (seeded); teacher = a frozen copy of the student.
 
     tail_only: split the copy into a frozen trunk and a trainable tail (vcn.ssl.split) where the backbone allows
@@ -87,7 +87,7 @@ def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, 
     """
     head = make_head(int(getattr(backbone, "embedding_dim")), hidden, bottleneck, out_dim, seed)
     own = copy.deepcopy(backbone)
-    split = split_backbone(own) if tail_only else None
+    split = split_backbone(own, at=layers) if layers != "all" else None
     if split is None:
         student = BackboneWithHead(own, head)
     else:

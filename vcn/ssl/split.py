@@ -1,11 +1,14 @@
-"""Cut a converted face-ID backbone into a frozen trunk and a trainable tail, at its narrowest single-tensor point.
+"""Cut a converted face-ID backbone into a frozen trunk and a trainable tail, where one tensor carries everything on.
 
-Finetuning only the tail lets stage 2 run the trunk once per augmented view of each crop and cache what comes out:
-every later training step runs only the tail and the head (on SFace, the tail's forward and backward cost about a
-seventeenth of the whole network's). The cut is where one tensor alone carries everything forward (so the cache is
-one array per view), chosen as the smallest such tensor whose tail still holds at least half of the backbone's
-parameters (DECISION: the late, spatially small layers are where most weights of a face-ID network are, and they
-are cheap to run).
+Two cuts (ssl.backbone_layers):
+- "tail": the narrowest single-tensor point whose tail still holds at least half of the backbone's parameters
+  (DECISION: the late, spatially small layers are where most weights of a face-ID network are, and they are cheap
+  to run). Stage 2 then runs the trunk once per augmented view of each crop and caches what comes out: every later
+  training step runs only the tail and the head (on SFace, a seventeenth of the whole network's cost).
+- "low_res": the first single-tensor point at 1/8 of the crop's resolution or less (SFace: 14x14, after conv_7's
+  depthwise layer; 99% of the weights after it). The high-resolution front is few weights and most of the time of a
+  training step (on SFace, 35% of the multiply-adds, and a step costs 0.47x the whole network's on a CPU core), so
+  every step runs it without gradients, once for student and teacher, on freshly augmented crops.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from vcn.models.onnx_torch import prepare_crops
 
-# The tail keeps at least this share of the backbone's parameters.
+# "tail": the tail keeps at least this share of the backbone's parameters.
 MIN_TAIL_PARAMETER_SHARE = 0.5
+# "low_res": the trunk ends at the first tensor whose height and width are at most this fraction of the crop's.
+LOW_RES_FRACTION = 1 / 8
 
 
 class Trunk(nn.Module):
@@ -58,9 +63,11 @@ def _parameter_count(gm: fx.GraphModule, nodes: list[fx.Node]) -> int:
     return sum(found.values())
 
 
-def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
-    """Trunk and tail of `backbone` (sharing its modules, so split a copy), or None when it has no fx graph to cut
-    (a backbone that is not a converted ONNX model) or no cut leaves half of its parameters in the tail."""
+def split_backbone(backbone: nn.Module, crop_size: int = 112, at: str = "tail") -> Split | None:
+    """Trunk and tail of `backbone` (sharing its modules, so split a copy) cut as `at` ("tail" or "low_res") says,
+    or None when it has no fx graph to cut (a backbone that is not a converted ONNX model) or no point qualifies."""
+    if at not in ("tail", "low_res"):
+        raise ValueError(f"split_backbone: at={at!r}; choose tail or low_res")
     gm = getattr(backbone, "net", None)
     if not isinstance(gm, fx.GraphModule) or not hasattr(backbone, "prepare"):
         return None
@@ -71,6 +78,7 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
     last_use = {n: max((position[u] for u in n.users), default=-1) for n in nodes}
     total = max(1, _parameter_count(gm, nodes))
     best: tuple[int, int, float] | None = None  # (activation size, node index, tail parameter share)
+    low_res = crop_size * LOW_RES_FRACTION
     for i, n in enumerate(nodes):
         if n.op in ("placeholder", "get_attr", "output") or "tensor_meta" not in n.meta:
             continue
@@ -78,8 +86,14 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112) -> Split | None:
         live = [m for m in nodes[:i + 1] if m.op != "get_attr" and last_use[m] > i]
         if live != [n]:
             continue
+        shape = tuple(n.meta["tensor_meta"].shape[1:])
+        if at == "low_res":
+            if len(shape) == 3 and max(shape[1:]) <= low_res:
+                best = (0, i, _parameter_count(gm, nodes[i + 1:]) / total)
+                break
+            continue
         share = _parameter_count(gm, nodes[i + 1:]) / total
-        size = int(torch.Size(n.meta["tensor_meta"].shape[1:]).numel())
+        size = int(torch.Size(shape).numel())
         if share >= MIN_TAIL_PARAMETER_SHARE and (best is None or size < best[0]):
             best = (size, i, share)
     if best is None:

@@ -27,7 +27,7 @@ from vcn.ssl.loss import DinoLoss, algorithm1_terms
 from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
 # ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
-BACKBONE_LAYERS = ("tail", "all")
+BACKBONE_LAYERS = ("all", "low_res", "tail")
 # track_id -> the track ids it matched (METHOD.md coarse matching); computed from the teacher between rounds.
 Matches = dict[int, list[int]]
 
@@ -136,7 +136,7 @@ class SelfDistillation:
             raise VcnError(f"ssl.prototype_sets={cfg.prototype_sets} must be 1 or more")
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
                                                     cfg.head_out * cfg.prototype_sets, seed=cfg.seed,
-                                                    tail_only=cfg.backbone_layers == "tail")
+                                                    layers=cfg.backbone_layers)
         loss = DinoLoss(cfg.head_out * cfg.prototype_sets, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum,
                         cfg.prototype_sets)
         spe = steps_per_epoch(n_crops, cfg, world)
@@ -155,26 +155,29 @@ class SelfDistillation:
         Whole backbone: the warm-up ('heads', teacher and student backbones still equal) runs the frozen backbone
         once per crop for each of cfg.warmup_views augmented views and trains the heads on those cached features
         (each pair side picks a random view); the 'full' phase augments afresh and runs both networks at every
-        step. Split backbone (ssl.backbone_layers = tail): the frozen trunk runs once per crop and view for the
-        whole finetune; the warm-up trains the heads on the tail's output of those views, and the 'full' phase
-        trains tail and head on them, so no step runs the trunk.
+        step. ssl.backbone_layers = tail: the frozen trunk runs once per crop and view for the whole finetune; the
+        warm-up trains the heads on the tail's output of those views, and the 'full' phase trains tail and head on
+        them, so no step runs the trunk. ssl.backbone_layers = low_res: the warm-up is the whole backbone's; each
+        'full' step augments afresh and runs the frozen trunk without gradients, once for student and teacher
+        (their trunks are the same), then trains tail and head.
         """
         cfg = self.cfg
         rank, world = _distributed()
         t0 = time.perf_counter()
         train_backbone = phase.kind == "full"
         split = self.student.split
+        cached_trunk = split and cfg.backbone_layers == "tail"
         for p in self.student.trainable_backbone():
             p.requires_grad_(train_backbone)
         features = not train_backbone and self.backbones_equal   # heads only, on cached backbone features
-        if split and self.trunk_views is None:
+        if cached_trunk and self.trunk_views is None:
             self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16)
         if features:
-            views = (self._tail_of_views() if split
+            views = (self._tail_of_views() if cached_trunk
                      else self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32))
             model, teacher = self.student.head, self.teacher.head
         elif split:
-            views = self.trunk_views
+            views = self.trunk_views if cached_trunk else None
             model, teacher = self.student.from_trunk, self.teacher.from_trunk
         else:
             views, model, teacher = None, self.student, self.teacher
@@ -201,7 +204,9 @@ class SelfDistillation:
                 else:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
                     inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
-                # Micro-batches only where whole-backbone activations are held for backward.
+                    if split:   # low_res: the frozen trunk, once for student and teacher
+                        inputs = self._backbone_no_grad(self.student.backbone[0], inputs)
+                # Micro-batches only where backbone activations (whole, or from the trunk on) are held for backward.
                 micro = views is None
                 losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro))
         if train_backbone:
@@ -230,6 +235,7 @@ class SelfDistillation:
             views.append(torch.cat(out))
         return torch.stack(views)
 
+    @torch.no_grad()
     def _backbone_no_grad(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """`backbone(x)` in a no-gradient pass: in pieces of cfg.cpu_forward_chunk crops on a CPU (faster,
         the same up to float rounding: vcn.config), whole on a GPU."""
@@ -238,9 +244,13 @@ class SelfDistillation:
             return backbone(x)
         return torch.cat([backbone(part) for part in x.split(chunk)])
 
-    def _no_grad_forward(self, network: BackboneWithHead, x: torch.Tensor) -> torch.Tensor:
-        """`network(x)` (backbone then head) with the backbone run as `_backbone_no_grad` does."""
-        return network.head(self._backbone_no_grad(network.backbone, x))
+    def _no_grad_forward(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`network(x)` (backbone then head, or tail then head) with the backbone or tail run as
+        `_backbone_no_grad` does."""
+        if isinstance(network, BackboneWithHead):
+            return network.head(self._backbone_no_grad(network.backbone, x))
+        tail, head = network
+        return head(self._backbone_no_grad(tail, x))
 
     @torch.no_grad()
     def _tail_of_views(self) -> torch.Tensor:
@@ -264,7 +274,8 @@ class SelfDistillation:
         `inputs`: augmented crops (whole networks), trunk outputs (tail and head) or backbone features (heads).
         """
         with torch.no_grad():
-            # Whole networks (micro): the teacher's backbone pass is the costly one; heads and tails run whole.
+            # Backbone or trunk-fed networks (micro): the teacher's pass is the costly one; heads and cached tails
+            # run whole.
             t_out = self._no_grad_forward(teacher, inputs) if micro else teacher(inputs)
         t_a, t_b = t_out.chunk(2)
         x_a, x_b = inputs.chunk(2)
