@@ -112,18 +112,18 @@ class SSLConfig:
     # Measured only together with the other default changes (README "Accuracy"), not on its own.
     warmup_epochs: int = 10
     warmup_views: int = 4
-    # Which backbone weights the full finetune trains (vcn/ssl/split.py): "all" (the paper); "low_res": the layers
-    # from 1/8 of the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights), the
-    # high-resolution front frozen and run without gradients once per step for student and teacher (a step costs
-    # about half the whole network's on a CPU); or "tail": the backbone is cut at its narrowest single-tensor point
-    # that leaves at least half of its weights after it (SFace: after conv_13's depthwise layer, 83% of the
-    # weights), the frozen trunk runs once per crop and augmented view for the whole finetune, and every step
-    # trains only tail and head. "tail" makes stage 2 2-3x cheaper on a CPU (full rounds ~12x) but measured lower
-    # (mean BCubed F 0.87 against 0.90 on the 8 labelled videos, the sitcom split into 10 clusters instead of 7; 4
-    # epochs per round did not recover it; 12 warm-up views, its only augmentations, recovered part: mean F 0.936
-    # against 0.922 with 4 and 0.951 for "all" over 2 seeds): README "Accuracy", benchmarks/clustering.py's
-    # vcn_tail row. Backbones without a graph train "all".
-    backbone_layers: str = "all"
+    # Which backbone weights the full finetune trains (vcn/ssl/split.py). "low_res" (default): the layers from 1/8
+    # of the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights); the high-resolution
+    # front stays frozen and runs without gradients once per step for student and teacher. The front is 1% of the
+    # weights but most of a step's time (a step costs 0.47x the whole network's on a CPU core), and freezing it
+    # scored as "all" over 8 labelled videos x 2 seeds (mean BCubed F 0.960 against 0.961; README "Accuracy").
+    # "all": every layer trains (the paper, and the paper preset). "tail": the backbone is cut at its narrowest
+    # single-tensor point that leaves at least half of its weights after it (SFace: after conv_13's depthwise
+    # layer, 83% of the weights), the frozen trunk runs once per crop and augmented view for the whole finetune,
+    # and every step trains only tail and head: stage 2 2-3x cheaper on a CPU (full rounds ~12x) but lower (mean F
+    # 0.922 with 4 views, 0.936 with 12, against 0.951 for "all" over 2 seeds, session 11): the layers between
+    # conv_7 and conv_13 must train. Backbones without a graph train "all".
+    backbone_layers: str = "low_res"
     # Full finetuning epochs per round: the CPU cost (one epoch of 300 crops is ~600 student forward+backward
     # and ~600 teacher forward passes of SFace). 1 keeps a 30-track x 10-crop video within a few minutes.
     epochs_per_round: int = 1
@@ -389,7 +389,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "quality": {"min_face_px": 24.0, "min_blur_var": 15.0},
         "serfiq": {"passes": 100, "exclude_outliers": True},
         "match": {"method": "gaussian"},
-        "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1},
+        "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1,
+                "backbone_layers": "all"},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
                     "cannot_link": False, "join_final_matches": False},
     },
