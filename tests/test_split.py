@@ -50,6 +50,9 @@ def test_sface_low_res_cut_is_the_first_point_at_an_eighth_of_the_crop():
     x = torch.rand(3, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad():
         torch.testing.assert_close(split.tail(split.trunk(x)), sface(x), rtol=1e-4, atol=1e-5)
+    # A backbone left in training mode splits the same (the shapes are probed in eval mode, the mode kept).
+    trained = copy.deepcopy(sface).train()
+    assert split_backbone(trained, at="low_res").cut_shape == split.cut_shape and trained.net.training
     with pytest.raises(ValueError, match="at='middle'; choose tail or low_res"):
         split_backbone(copy.deepcopy(sface), at="middle")
 

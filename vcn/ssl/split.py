@@ -72,8 +72,11 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112, at: str = "tail") 
     if not isinstance(gm, fx.GraphModule) or not hasattr(backbone, "prepare"):
         return None
     nodes = list(gm.graph.nodes)
+    was_training = gm.training
+    gm.eval()   # shapes from one probe crop, which BatchNorm in training mode cannot normalise
     with torch.no_grad():
         ShapeProp(gm).propagate(backbone.prepare(torch.zeros(1, 3, crop_size, crop_size)))
+    gm.train(was_training)
     position = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((position[u] for u in n.users), default=-1) for n in nodes}
     total = max(1, _parameter_count(gm, nodes))
