@@ -85,9 +85,8 @@ def test_student_trains_only_the_tail_and_the_caller_backbone_is_untouched():
     assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items())
 
 
-def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
-    crops, tracks = toy_crops()
-    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers="tail")
+def finetune_counting_trunk_crops(crops, tracks, cfg):
+    """finetune() on graph_backbone(), and the crops each call of the student's trunk received."""
     seen = []
     original = make_student_and_teacher
 
@@ -100,9 +99,15 @@ def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
 
     train.make_student_and_teacher, saved = counting, train.make_student_and_teacher
     try:
-        trainer = finetune(graph_backbone(), crops, tracks, cfg)
+        return finetune(graph_backbone(), crops, tracks, cfg), seen
     finally:
         train.make_student_and_teacher = saved
+
+
+def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
+    crops, tracks = toy_crops()
+    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers="tail")
+    trainer, seen = finetune_counting_trunk_crops(crops, tracks, cfg)
     assert sum(seen) == cfg.warmup_views * len(crops)
     assert trainer.trunk_views.shape[:2] == (cfg.warmup_views, len(crops))
     assert trainer.trunk_views.dtype == torch.float16
@@ -112,22 +117,7 @@ def test_the_trunk_runs_once_per_crop_and_view_for_the_whole_finetune():
 def test_low_res_runs_the_frozen_trunk_on_fresh_crops_at_every_full_step():
     crops, tracks = toy_crops()
     cfg = small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res")
-    seen = []
-    original = make_student_and_teacher
-
-    def counting(*args, **kwargs):
-        student, teacher = original(*args, **kwargs)
-        student.backbone[0].register_forward_hook(lambda module, inputs, out: seen.append(len(out)))
-        return student, teacher
-
-    import vcn.ssl.train as train
-
-    backbone = graph_backbone()
-    train.make_student_and_teacher, saved = counting, train.make_student_and_teacher
-    try:
-        trainer = finetune(backbone, crops, tracks, cfg)
-    finally:
-        train.make_student_and_teacher = saved
+    trainer, seen = finetune_counting_trunk_crops(crops, tracks, cfg)
     assert trainer.student.split and trainer.trunk_views is None          # nothing cached beyond a step
     # Warm-up: the whole backbone once per crop and view; then every full step: both sides of its pairs, once.
     full_steps = sum(log.steps for log in trainer.logs if log.kind == "full")
