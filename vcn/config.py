@@ -114,8 +114,8 @@ class SSLConfig:
     warmup_views: int = 4
     # Which backbone weights the full finetune trains (vcn/ssl/split.py). "low_res" (default): the layers from 1/8
     # of the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights); the high-resolution
-    # front stays frozen and runs without gradients once per step for student and teacher. The front is 1% of the
-    # weights but most of a step's time (a step costs 0.47x the whole network's on a CPU core), and freezing it
+    # front stays frozen and runs without gradients once per step for student and teacher. The front is 1.4% of
+    # the weights but most of a step's time (a step costs 0.51x the whole network's on a CPU core), and freezing it
     # scored as "all" over 8 labelled videos x 2 seeds (mean BCubed F 0.960 against 0.961; README "Accuracy").
     # "all": every layer trains (the paper, and the paper preset). "tail": the backbone is cut at its narrowest
     # single-tensor point that leaves at least half of its weights after it (SFace: after conv_13's depthwise

@@ -81,8 +81,8 @@ def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, 
                              seed: int = 0, layers: str = "all") -> tuple[BackboneWithHead, BackboneWithHead]:
     """Student = a copy of the backbone + a fresh head (seeded); teacher = a frozen copy of the student.
 
-    tail_only: split the copy into a frozen trunk and a trainable tail (vcn.ssl.split) where the backbone allows
-    it (a converted ONNX graph); otherwise, or when False, the whole backbone trains.
+    layers: "tail" or "low_res" splits the copy into a frozen trunk and a trainable tail at that cut (vcn.ssl.split)
+    where the backbone allows it (a converted ONNX graph); otherwise, or with "all", the whole backbone trains.
     The caller's backbone is never modified, so one loaded model can serve many videos.
     """
     head = make_head(int(getattr(backbone, "embedding_dim")), hidden, bottleneck, out_dim, seed)

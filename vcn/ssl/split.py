@@ -7,7 +7,7 @@ Two cuts (ssl.backbone_layers):
   training step runs only the tail and the head (on SFace, a seventeenth of the whole network's cost).
 - "low_res": the first single-tensor point at 1/8 of the crop's resolution or less (SFace: 14x14, after conv_7's
   depthwise layer; 99% of the weights after it). The high-resolution front is few weights and most of the time of a
-  training step (on SFace, 35% of the multiply-adds, and a step costs 0.47x the whole network's on a CPU core), so
+  training step (on SFace, 35% of the multiply-adds, and a step costs 0.51x the whole network's on a CPU core), so
   every step runs it without gradients, once for student and teacher, on freshly augmented crops.
 """
 
