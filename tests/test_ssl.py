@@ -16,6 +16,7 @@ from vcn.errors import VcnError
 from vcn.ssl import (DinoLoss, ProjectionHead, augment_crops, ema_momentum_schedule, finetune, make_student_and_teacher,
                      pairs_across_matches, pairs_within_tracks, steps_per_epoch, training_plan)
 from vcn.ssl.loss import cross_entropy, student_log_probs, teacher_probs
+from vcn.ssl.train import Phase, SelfDistillation
 
 
 class ToyBackbone(nn.Module):
@@ -278,6 +279,27 @@ def test_micro_batches_give_the_whole_batch_gradient():
     micro = finetune(ToyBackbone(), crops, tracks, small_cfg(micro_batch_pairs=3))
     _assert_same_weights(whole.student, micro.student)
     assert [round(x.mean_loss, 4) for x in whole.logs] == [round(x.mean_loss, 4) for x in micro.logs]
+    assert micro.student.head.unit_prototypes is None      # the step's shared normalisation is not left behind
+
+
+def test_micro_batches_normalise_the_prototypes_once_per_step(monkeypatch):
+    """The head's prototypes are normalised once per training step, not once per micro-batch (issue 13)."""
+    crops, tracks = toy_crops()
+    cfg = small_cfg(micro_batch_pairs=1, warmup_epochs=0, rounds=1)
+    trainer = SelfDistillation.create(ToyBackbone(), len(crops), cfg)
+    prototypes = trainer.student.head.prototypes
+    normalize, calls = F.normalize, []
+
+    def counting(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        calls.append(x is prototypes)
+        return normalize(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "normalize", counting)
+    log = trainer.train_phase(Phase(0, "full", 1), crops, tracks, {}, np.random.default_rng(0),
+                              torch.Generator().manual_seed(0))
+    assert cfg.batch_size > 1 and log.steps >= 1
+    # One normalisation of the student's prototypes per step, though every step ran batch_size micro-batches.
+    assert sum(calls) == log.steps
 
 
 def test_no_gradient_passes_in_cpu_pieces_train_the_same_networks():
@@ -312,6 +334,29 @@ def test_channels_last_on_a_cpu_trains_the_same_networks():
     assert all(p.is_contiguous() for p in plain.teacher.backbone.parameters())
     _assert_same_weights(last.teacher, plain.teacher)
     torch.testing.assert_close(last.teacher_embeddings(crops), plain.teacher_embeddings(crops), rtol=1e-4, atol=1e-5)
+
+
+def test_loss_terms_from_the_finetuned_embeddings_equal_a_fresh_teacher_pass():
+    """The teacher's Eq. 2 terms start from the finetuned embeddings (its backbone's outputs) instead of running
+    the backbone again: the same terms, and the backbone runs once fewer."""
+    crops, tracks = toy_crops()
+    seen: list[int] = []
+
+    class Counting(ToyBackbone):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(len(x))
+            return super().forward(x)
+
+    trainer = finetune(Counting(), crops, tracks, small_cfg())
+    emb = trainer.teacher_embeddings(crops)
+    seen.clear()
+    p, l = trainer.probs_and_log_probs(crops)
+    fresh_passes = sum(seen)
+    seen.clear()
+    p2, l2 = trainer.probs_and_log_probs(crops, emb)
+    assert fresh_passes == 2 * len(crops) and sum(seen) == len(crops)
+    torch.testing.assert_close(p2, p, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(l2, l)
 
 
 def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():

@@ -131,10 +131,13 @@ class SSLConfig:
     # for the same compute, which matters with a few hundred crops per video.
     batch_size: int = 32
     # Pairs per forward/backward pass of the full finetune, gradients accumulated over a batch (0 = the whole
-    # batch at once): the same gradient with less activation memory (issue 13). SFace keeps 62 MB of activations
-    # per crop for backward: on the sitcom, stage 2 peaked at 2,843 MiB with 8 pairs and 2,034 MiB with 2, for
-    # 14% more time per full round. Raise it on a GPU.
-    micro_batch_pairs: int = 2
+    # batch at once): the same gradient with less activation memory (issue 13). Training every layer ("all"),
+    # SFace keeps 62 MB of activations per crop for backward: on the sitcom stage 2 peaked at 2,843 MiB with 8
+    # pairs and 2,034 MiB with 2 (set 2 there). With the front frozen ("low_res", the default) a crop keeps
+    # far less, and each micro-batch also pays a pass of the 9-M-weight head: on the sitcom (`vcn run`, 2 cores)
+    # 4 pairs took 0.87x the full-round time of 2 and peaked at 1,822 MiB against 1,735 MiB (8 pairs: 0.69x of
+    # 2 in a round on its own, 330 MiB more). Raise it on a GPU.
+    micro_batch_pairs: int = 4
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started.
     lr_backbone: float = 1e-4
@@ -161,6 +164,9 @@ class SSLConfig:
     # two threads an SFace training step (4 crops) took 0.86x and a no-gradient pass (8 crops) 0.72x the
     # contiguous layout's time (one thread: 0.98x, 0.93x). Same numbers up to float rounding (~1e-6).
     cpu_channels_last: bool = True
+    # AdamW's fused kernel (one pass over each parameter, on CPU and GPU) instead of the per-tensor loop. A speed
+    # setting: the same update up to float rounding.
+    fused_optimizer: bool = True
 
 
 @dataclass
@@ -389,8 +395,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "quality": {"min_face_px": 24.0, "min_blur_var": 15.0},
         "serfiq": {"passes": 100, "exclude_outliers": True},
         "match": {"method": "gaussian"},
+        # micro_batch_pairs is not the method (the same gradient): 2 keeps every layer's activations in memory
+        # as small as before (SSLConfig.micro_batch_pairs).
         "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1,
-                "backbone_layers": "all"},
+                "backbone_layers": "all", "micro_batch_pairs": 2},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
                     "cannot_link": False, "join_final_matches": False},
     },

@@ -183,9 +183,11 @@ class FinetunedVideo:
 
     def loss_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher probabilities p and student log-probabilities l (Eq. 2 terms) of the clusterable crops,
-        computed on first use: only Algorithm 1 with the loss needs them."""
+        computed on first use: only Algorithm 1 with the loss needs them. The teacher's part starts from the
+        finetuned embeddings, which are its backbone's outputs: one backbone pass over the crops fewer."""
         if self._loss_terms is None:
-            self._loss_terms = self.trainer.probs_and_log_probs(self.prep.images[self.prep.clusterable])
+            keep = self.prep.clusterable
+            self._loss_terms = self.trainer.probs_and_log_probs(self.prep.images[keep], self.tuned[keep])
         return self._loss_terms
 
 

@@ -31,10 +31,15 @@ class ProjectionHead(nn.Module):
                 nn.init.trunc_normal_(layer.weight, std=0.02)
                 nn.init.zeros_(layer.bias)
         nn.init.trunc_normal_(self.prototypes, std=0.02)
+        # The unit-length prototypes to use instead of normalising them in this forward: set by a training step
+        # that runs the head on several micro-batches (vcn.ssl.train), so the 4096 x 256 (x sets) normalisation
+        # and its backward run once per step, not once per micro-batch.
+        self.unit_prototypes: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.normalize(self.mlp(x), dim=-1)
-        return F.linear(x, F.normalize(self.prototypes, dim=-1))
+        unit = self.unit_prototypes if self.unit_prototypes is not None else F.normalize(self.prototypes, dim=-1)
+        return F.linear(x, unit)
 
 
 class BackboneWithHead(nn.Module):

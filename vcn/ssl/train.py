@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -264,7 +265,7 @@ class SelfDistillation:
         groups = [{"params": list(self.student.head.parameters()), "lr": self.cfg.lr_head}]
         if train_backbone:
             groups.append({"params": self.student.trainable_backbone(), "lr": self.cfg.lr_backbone})
-        return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay, fused=self.cfg.fused_optimizer)
 
     def _train_step(self, model: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
                     inputs: torch.Tensor, kind: str, micro: bool) -> float:
@@ -287,16 +288,30 @@ class SelfDistillation:
         starts = list(range(0, n, size))
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for i in starts:
-            j = min(i + size, n)
-            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and i != starts[-1] \
-                else contextlib.nullcontext()
-            with sync:
-                s_out = model(torch.cat([x_a[i:j], x_b[i:j]]))
-                s_a, s_b = s_out.chunk(2)
-                part = self.loss(t_a[i:j], t_b[i:j], s_a, s_b) * ((j - i) / n)
-                part.backward()
-            total += float(part.detach())
+        # The head's prototypes are normalised once per step: the micro-batches before the last use a detached
+        # copy and collect its gradient; the last uses the normalisation itself and passes that gradient back
+        # through it with its own, in the one backward DDP synchronises. The same gradient as normalising in
+        # every micro-batch (the chain rule is linear), up to float rounding; the normalisation and its backward
+        # over the 16,384 x 256 prototypes were most of the head's cost in 2-pair micro-batches (issue 13).
+        head = self.student.head
+        unit = F.normalize(head.prototypes, dim=-1)
+        detached = unit.detach().requires_grad_()
+        try:
+            for i in starts:
+                j = min(i + size, n)
+                last = i == starts[-1]
+                head.unit_prototypes = unit if last else detached
+                sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last \
+                    else contextlib.nullcontext()
+                with sync:
+                    s_out = model(torch.cat([x_a[i:j], x_b[i:j]]))
+                    s_a, s_b = s_out.chunk(2)
+                    part = self.loss(t_a[i:j], t_b[i:j], s_a, s_b) * ((j - i) / n)
+                    earlier = (unit * detached.grad).sum() if last and detached.grad is not None else 0.0
+                    (part + earlier).backward()
+                total += float(part.detach())
+        finally:
+            head.unit_prototypes = None
         if self.cfg.clip_grad > 0:
             nn.utils.clip_grad_norm_([p for p in self.student.parameters() if p.grad is not None], self.cfg.clip_grad)
         optimizer.step()
@@ -322,14 +337,22 @@ class SelfDistillation:
         return run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device,
                               lambda x: self._backbone_no_grad(self.teacher.backbone, x))
 
-    def probs_and_log_probs(self, crops_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def probs_and_log_probs(self, crops_uint8: torch.Tensor, teacher_embeddings: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per crop, without augmentation: teacher probabilities p and student log-probabilities l (Eq. 2 terms).
 
+        `teacher_embeddings`: the crops' `teacher_embeddings` when already computed; the teacher's head then runs
+        on them instead of running its backbone again (the same numbers up to float rounding).
         With several prototype sets, p is divided by their number, so -p . l is Eq. 2 averaged over the sets and
         Algorithm 1's bilinear form holds unchanged."""
-        z_t, z_s = (run_in_batches(net, crops_uint8, self.cfg.eval_batch_size, self.device,
-                                   lambda x, net=net: self._no_grad_forward(net, x))
-                    for net in (self.teacher, self.student))
+        batch = self.cfg.eval_batch_size
+        if teacher_embeddings is None:
+            z_t = run_in_batches(self.teacher, crops_uint8, batch, self.device,
+                                 lambda x: self._no_grad_forward(self.teacher, x))
+        else:
+            z_t = run_in_batches(self.teacher, teacher_embeddings, batch, self.device, self.teacher.head)
+        z_s = run_in_batches(self.student, crops_uint8, batch, self.device,
+                             lambda x: self._no_grad_forward(self.student, x))
         return algorithm1_terms(z_t, z_s, self.loss.center.detach().cpu(), self.cfg.teacher_temp,
                                 self.cfg.student_temp, self.cfg.prototype_sets)
 
