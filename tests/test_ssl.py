@@ -16,7 +16,7 @@ from vcn.errors import VcnError
 from vcn.ssl import (DinoLoss, ProjectionHead, augment_crops, ema_momentum_schedule, finetune, make_student_and_teacher,
                      pairs_across_matches, pairs_within_tracks, steps_per_epoch, training_plan)
 from vcn.ssl.loss import cross_entropy, student_log_probs, teacher_probs
-from vcn.ssl.train import Phase, SelfDistillation
+from vcn.ssl.train import Phase, SelfDistillation, pairs_per_epoch
 
 
 class ToyBackbone(nn.Module):
@@ -228,6 +228,11 @@ def test_training_plan_warms_up_heads_then_alternates_rounds():
                                                            (2, "full", 2)]
     assert steps_per_epoch(100, SSLConfig(batch_size=32, max_pairs_per_epoch=50)) == 2
     assert steps_per_epoch(100, SSLConfig(batch_size=32), world_size=2) == 2
+    # ssl.pairs_per_crop: half a pair per crop is half the steps; at least one pair, and the cap still holds.
+    assert steps_per_epoch(285, SSLConfig(batch_size=32)) == 9
+    assert steps_per_epoch(285, SSLConfig(batch_size=32, pairs_per_crop=0.5)) == 5
+    assert pairs_per_epoch(1, SSLConfig(pairs_per_crop=0.1)) == 1
+    assert pairs_per_epoch(10_000, SSLConfig(pairs_per_crop=2.0, max_pairs_per_epoch=2048)) == 2048
 
 
 # ----- training -----------------------------------------------------------------------------------------------------

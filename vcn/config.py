@@ -145,6 +145,9 @@ class SSLConfig:
     max_rotation_deg: float = 10.0
     max_colour_shift: float = 0.1
     seed: int = 0
+    # Pairs drawn per crop and epoch (each crop of the video is a pair's first side this often): the amount of
+    # training per epoch, warm-up and full rounds alike.
+    pairs_per_crop: float = 1.0
     # Cap the pairs drawn per epoch so CPU finetuning stays in minutes on long videos.
     max_pairs_per_epoch: int = 2048
     device: str = "auto"

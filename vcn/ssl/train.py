@@ -53,10 +53,15 @@ def training_plan(cfg: SSLConfig) -> list[Phase]:
     return phases
 
 
+def pairs_per_epoch(n_crops: int, cfg: SSLConfig) -> int:
+    """cfg.pairs_per_crop pairs per crop (at least one pair), capped at cfg.max_pairs_per_epoch."""
+    pairs = max(1, math.ceil(n_crops * cfg.pairs_per_crop))
+    return min(pairs, cfg.max_pairs_per_epoch) if cfg.max_pairs_per_epoch > 0 else pairs
+
+
 def steps_per_epoch(n_crops: int, cfg: SSLConfig, world_size: int = 1) -> int:
-    """One pair per crop per epoch (capped), split evenly over ranks, in batches of cfg.batch_size per rank."""
-    pairs = min(n_crops, cfg.max_pairs_per_epoch) if cfg.max_pairs_per_epoch > 0 else n_crops
-    per_rank = math.ceil(pairs / world_size)
+    """pairs_per_epoch pairs, split evenly over ranks, in batches of cfg.batch_size per rank."""
+    per_rank = math.ceil(pairs_per_epoch(n_crops, cfg) / world_size)
     return max(1, math.ceil(per_rank / cfg.batch_size))
 
 
@@ -190,7 +195,7 @@ class SelfDistillation:
         losses = []
         for _ in range(phase.epochs):
             a, b = pairs_across_matches(track_of_crop, matches, rng)
-            a, b = subsample_pairs(a, b, cfg.max_pairs_per_epoch, rng)
+            a, b = subsample_pairs(a, b, pairs_per_epoch(len(track_of_crop), cfg), rng)
             # Pad by wrapping so every rank runs the same number of equally sized steps (DDP needs lockstep).
             need = self.steps_per_epoch * cfg.batch_size * world
             idx = np.resize(np.arange(len(a)), need) if len(a) < need else np.arange(need)
