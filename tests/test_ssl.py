@@ -233,6 +233,8 @@ def test_training_plan_warms_up_heads_then_alternates_rounds():
     assert steps_per_epoch(285, SSLConfig(batch_size=32, pairs_per_crop=0.5)) == 5
     assert pairs_per_epoch(1, SSLConfig(pairs_per_crop=0.1)) == 1
     assert pairs_per_epoch(10_000, SSLConfig(pairs_per_crop=2.0, max_pairs_per_epoch=2048)) == 2048
+    with pytest.raises(VcnError, match="ssl.pairs_per_crop=0 must be above 0"):
+        SelfDistillation.create(ToyBackbone(), 20, small_cfg(pairs_per_crop=0))
 
 
 # ----- training -----------------------------------------------------------------------------------------------------

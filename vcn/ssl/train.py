@@ -140,6 +140,9 @@ class SelfDistillation:
         device = resolve_device(cfg.device)
         if cfg.prototype_sets < 1:
             raise VcnError(f"ssl.prototype_sets={cfg.prototype_sets} must be 1 or more")
+        if not cfg.pairs_per_crop > 0:
+            raise VcnError(f"ssl.pairs_per_crop={cfg.pairs_per_crop} must be above 0 (1.0 is the default: a pair "
+                           f"per crop and epoch)")
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
                                                     cfg.head_out * cfg.prototype_sets, seed=cfg.seed,
                                                     layers=cfg.backbone_layers)
