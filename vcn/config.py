@@ -135,8 +135,9 @@ class SSLConfig:
     # SFace keeps 62 MB of activations per crop for backward: on the sitcom stage 2 peaked at 2,843 MiB with 8
     # pairs and 2,034 MiB with 2 (set 2 there). With the front frozen ("low_res", the default) a crop keeps
     # far less, and each micro-batch also pays a pass of the 9-M-weight head: on the sitcom (`vcn run`, 2 cores)
-    # 4 pairs took 0.87x the full-round time of 2 and peaked at 1,822 MiB against 1,735 MiB (8 pairs: 0.69x of
-    # 2 in a round on its own, 330 MiB more). Raise it on a GPU.
+    # 4 pairs took 0.87x the full-round time of 2 and peaked at 1,822 MiB against 1,735 MiB (8 pairs, timed before
+    # the head's prototypes were normalised once per step: 0.69x of 2 in a round on its own, 330 MiB more).
+    # Raise it on a GPU.
     micro_batch_pairs: int = 4
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started.
