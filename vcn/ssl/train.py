@@ -355,10 +355,8 @@ class SelfDistillation:
         Algorithm 1's bilinear form holds unchanged."""
         batch = self.cfg.eval_batch_size
         if teacher_embeddings is None:
-            z_t = run_in_batches(self.teacher, crops_uint8, batch, self.device,
-                                 lambda x: self._no_grad_forward(self.teacher, x))
-        else:
-            z_t = run_in_batches(self.teacher, teacher_embeddings, batch, self.device, self.teacher.head)
+            teacher_embeddings = self.teacher_embeddings(crops_uint8)
+        z_t = run_in_batches(self.teacher, teacher_embeddings, batch, self.device, self.teacher.head)
         z_s = run_in_batches(self.student, crops_uint8, batch, self.device,
                              lambda x: self._no_grad_forward(self.student, x))
         return algorithm1_terms(z_t, z_s, self.loss.center.detach().cpu(), self.cfg.teacher_temp,
