@@ -185,20 +185,99 @@ def test_sface_conversion_is_cached(vcn_cache, monkeypatch):
     assert [o.version for o in converted.opset_import if o.domain in ("", "ai.onnx")] == [13]
     assert [i.name for i in converted.graph.input] == ["data"]
     assert not [n for n in converted.graph.node if n.op_type in ("DequantizeLinear", "Reshape")]
+    saved = list((vcn_cache / "torch").glob("*.pt"))
+    assert len(saved) == 1 and saved[0].name.startswith(cached[0].name.split("-")[0])
 
-    # A second load must not convert again.
+    # A second load must neither fold the weights nor convert the graph again.
     def fail(*_):
         raise AssertionError("converted twice")
 
     monkeypatch.setattr(onnx_torch, "to_float_onnx", fail)
+    monkeypatch.setattr(onnx_torch, "onnx_to_torch", fail)
     start = time.perf_counter()
     second = load_backbone("sface")
     second_s = time.perf_counter() - start
     print(f"sface load: first (convert) {first_s:.2f}s, cached {second_s:.2f}s")
     assert cached[0].stat().st_mtime_ns == stamp
+    assert (second.version, second.embedding_dim) == (first.version, first.embedding_dim)
     x = torch.rand(2, 3, 112, 112) * 255
     with torch.no_grad():
-        assert torch.allclose(first(x), second(x))
+        assert torch.equal(first.eval()(x), second.eval()(x))
+
+
+CACHED_LOAD = """
+import sys, torch
+from vcn.models.sface import load_sface
+model = load_sface().eval()
+assert "onnx2torch" not in sys.modules and "torchvision" not in sys.modules, "onnx2torch was imported"
+with torch.no_grad():
+    torch.save({"out": model(torch.load(sys.argv[1])),
+                "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad)}, sys.argv[2])
+"""
+
+
+def test_cached_sface_loads_without_onnx2torch(vcn_cache, tmp_path):
+    """onnx2torch imports torchvision (~170 MiB resident, ~1 s): a process that finds the torch graph cached
+    must not import it, and must get the same network: the same outputs bit for bit, the same trainable weights."""
+    import subprocess
+    import sys
+
+    model = load_backbone("sface").eval()
+    x = torch.rand(3, 3, 112, 112) * 255
+    torch.save(x, tmp_path / "x.pt")
+    result = subprocess.run([sys.executable, "-c", CACHED_LOAD, str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    other = torch.load(tmp_path / "y.pt")
+    with torch.no_grad():
+        assert torch.equal(other["out"], model(x))
+    assert other["trainable"] == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert len(other["trainable"]) == 87 + 27
+
+
+def test_damaged_torch_cache_is_converted_again(vcn_cache, caplog):
+    first = load_backbone("sface").eval()
+    [saved] = (vcn_cache / "torch").glob("*.pt")
+    saved.write_bytes(b"not a torch file")
+    with caplog.at_level("WARNING", logger="vcn.models.onnx_torch"):
+        again = load_backbone("sface").eval()
+    assert "does not load" in caplog.text and "converting" in caplog.text
+    x = torch.rand(2, 3, 112, 112) * 255
+    with torch.no_grad():
+        assert torch.equal(first(x), again(x))
+    assert torch.load(saved, weights_only=False)["embedding_dim"] == 128   # rewritten whole
+
+
+def test_stand_ins_compute_what_onnx2torch_modules_compute():
+    from onnx2torch.node_converters.activations import OnnxPReLU
+    from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
+    from onnx2torch.node_converters.constant import OnnxConstant
+    from onnx2torch.node_converters.dropout import OnnxDropoutDynamic
+
+    from vcn.models.plain_modules import BinaryMath, Constant, RatioDropout, SlopePReLU, replace_onnx2torch_modules
+
+    x = torch.randn(2, 4, 5, 5)
+    for slope in (torch.rand(4, 1, 1), torch.rand(1), torch.rand(5)):   # per channel, one slope, along width
+        assert torch.equal(SlopePReLU()(x, slope), OnnxPReLU()(x, slope))
+    y = torch.randn(2, 4, 5, 5) + 3
+    for op in ("Add", "Sub", "Mul", "Div"):
+        assert torch.equal(BinaryMath(op.lower())(x, y), OnnxBinaryMathOperation(op)(x, y))
+    i, j = torch.tensor([7, -7, 9]), torch.tensor([2, 2, -4])
+    assert torch.equal(BinaryMath("div")(i, j), OnnxBinaryMathOperation("Div")(i, j))   # truncates, as ONNX
+    assert torch.equal(Constant(x)(), OnnxConstant(x)())
+    drop, theirs = RatioDropout().train(), OnnxDropoutDynamic().train()
+    torch.manual_seed(3)
+    a = drop(x, 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(a, theirs(x, 0.3)) and not torch.equal(a, x)
+    assert torch.equal(drop.eval()(x, 0.3), x)
+
+    # Old-style (pre-opset-7) broadcasting has no stand-in: such a module stays, and is reported.
+    net = nn.Module()
+    net.keep = OnnxBinaryMathOperation("Add", broadcast=1, axis=1)
+    net.swap = OnnxPReLU()
+    assert replace_onnx2torch_modules(net) == ["OnnxBinaryMathOperation"]
+    assert isinstance(net.swap, SlopePReLU) and isinstance(net.keep, OnnxBinaryMathOperation)
 
 
 def test_missing_sface_wheel_says_what_to_install(monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from onnx import numpy_helper
 
 from vcn.errors import VcnError
 from vcn.models.cache import cache_path, file_sha256
+from vcn.models.plain_modules import SlopePReLU, from_onnx2torch, replace_onnx2torch_modules
 from vcn.storage import atomic_write_bytes
 
 # onnx2torch 1.5 has converters up to about opset 16; SFace ships at opset 21. After folding DequantizeLinear the
@@ -26,11 +29,19 @@ RELABEL_SAFE_OPS = frozenset({
 # Bump when the conversion below changes, so stale cached files are not reused.
 CONVERSION_VERSION = "1"
 
+log = logging.getLogger(__name__)
 
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+
+def model_file(path: str | os.PathLike) -> Path:
+    """`path` as a Path, or a clear error when there is no such file."""
     path = Path(path)
     if not path.is_file():
         raise VcnError(f"model file {path} does not exist; check the path or the model pack folder")
+    return path
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    path = model_file(path)
     try:
         return onnx.load(str(path))
     except Exception as e:  # onnx raises DecodeError and others for a file that is not ONNX
@@ -142,9 +153,7 @@ def to_float_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def float_onnx_path(source: str | os.PathLike) -> Path:
     """The converted float ONNX of `source`, made once and cached under the user cache folder by content hash."""
-    source = Path(source)
-    if not source.is_file():
-        raise VcnError(f"model file {source} does not exist; check the path or the model pack folder")
+    source = model_file(source)
     target = cache_path("onnx", f"{file_sha256(source)}-float-v{CONVERSION_VERSION}.onnx")
     if not target.is_file():
         model = to_float_onnx(load_onnx(source))
@@ -153,23 +162,24 @@ def float_onnx_path(source: str | os.PathLike) -> Path:
 
 
 def onnx_to_torch(model: onnx.ModelProto, source: str | os.PathLike = "model") -> torch.fx.GraphModule:
+    """onnx2torch's conversion, with its modules swapped for vcn's stand-ins where there are some
+    (vcn.models.plain_modules) and the PRelu slopes made trainable."""
     from onnx2torch import convert
 
     try:
         net = convert(model)
     except NotImplementedError as e:
         raise VcnError(f"cannot convert {source} to torch: {e}; vcn needs a model built from common ONNX ops") from None
+    replace_onnx2torch_modules(net)
     make_prelu_slopes_trainable(net)
     return net
 
 
 def make_prelu_slopes_trainable(net: torch.fx.GraphModule) -> int:
     """onnx2torch keeps PRelu slopes as frozen buffers; finetuning should adapt them like any other weight."""
-    from onnx2torch.node_converters.activations import OnnxPReLU
-
     count = 0
     for node in net.graph.nodes:
-        if node.op != "call_module" or not isinstance(net.get_submodule(node.target), OnnxPReLU):
+        if node.op != "call_module" or not isinstance(net.get_submodule(node.target), SlopePReLU):
             continue
         slope = node.args[1] if len(node.args) > 1 else None
         if getattr(slope, "op", None) != "get_attr":
@@ -224,10 +234,36 @@ def output_dim(model: onnx.ModelProto) -> int:
 def load_onnx_backbone(source: str | os.PathLike, name: str, swap_rb: bool,
                        mean: float = 0.0, std: float = 1.0) -> OnnxBackbone:
     """Convert (or reuse the cached conversion of) an ONNX recognition model and wrap it as a vcn backbone."""
-    float_path = float_onnx_path(source)
-    model = onnx.load(str(float_path))
-    embedding_dim = output_dim(model)
-    net = onnx_to_torch(model, source)
-    version = float_path.name.split("-")[0][:12]
+    net, embedding_dim, version = converted_network(source)
     return OnnxBackbone(net, name=name, version=version, embedding_dim=embedding_dim,
                         swap_rb=swap_rb, mean=mean, std=std)
+
+
+def converted_network(source: str | os.PathLike) -> tuple[torch.fx.GraphModule, int, str]:
+    """`source` as a trainable torch graph, its embedding size and its version (a prefix of its content hash).
+
+    Two caches under the user cache folder, keyed by the file's content: the float ONNX (float_onnx_path), and the
+    torch graph itself where it holds only torch's modules and vcn's stand-ins, saved for this torch version.
+    Loading that skips onnx2torch and the torchvision it imports (~170 MiB resident and ~1 s in every process
+    that finetunes; issue 13). A cached graph that does not load (another torch, a damaged file) is converted
+    and saved again."""
+    source = model_file(source)
+    digest = file_sha256(source)
+    target = cache_path("torch", f"{digest}-v{CONVERSION_VERSION}-torch{torch.__version__}.pt")
+    if target.is_file():
+        try:
+            # A pickle, so only ever one this code wrote: the cache folder is the user's own, like pip's.
+            saved = torch.load(target, weights_only=False)
+            return saved["net"], int(saved["embedding_dim"]), digest[:12]
+        except Exception as e:  # noqa: BLE001 - any unreadable cache entry is rebuilt
+            log.warning("cached torch conversion %s does not load (%s); converting %s again", target, e, source)
+    model = onnx.load(str(float_onnx_path(source)))
+    embedding_dim = output_dim(model)
+    net = onnx_to_torch(model, source)
+    del model
+    if not any(from_onnx2torch(m) for m in net.modules()):
+        buffer = io.BytesIO()
+        torch.save({"net": net, "embedding_dim": embedding_dim}, buffer)
+        atomic_write_bytes(target, buffer.getvalue())
+    return net, embedding_dim, digest[:12]
+
