@@ -137,7 +137,9 @@ class SSLConfig:
     # far less, and each micro-batch also pays a pass of the 9-M-weight head: on the sitcom (`vcn run`, 2 cores)
     # 4 pairs took 0.87x the full-round time of 2 and peaked at 1,822 MiB against 1,735 MiB (8 pairs, timed before
     # the head's prototypes were normalised once per step: 0.69x of 2 in a round on its own, 330 MiB more).
-    # Raise it on a GPU.
+    # 8 pairs, timed after (session 15, stage 2 on its own): full rounds 0.93x of 4, peak +150 MiB, and one of
+    # the 16 development finetunes came out one cluster different (benchmarks/results/seeds_micro_batch_8.json),
+    # so 4 stays. Raise it on a GPU.
     micro_batch_pairs: int = 4
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started.

@@ -19,6 +19,12 @@ freed memory goes:
   heap: serving them from fresh mappings instead (a fixed 1 MiB M_MMAP_THRESHOLD) saved less (peak 2,023 MiB)
   and made a full training step 60% slower in page faults; one trim per step cost no measurable time.
 
+With the default `ssl.backbone_layers=low_res` no pass of the whole backbone runs while finetuning (the trunk and
+the tail are other modules), so `trim_before_no_grad_passes` acts only when every layer trains (`all`, the paper
+preset), where the figures above were measured. Trimming before every low_res step instead was measured in session
+15 (the sitcom's stage 2 on its own, 2 cores): peak 1,677 MiB against 1,717 MiB, 7% more time in page faults; not
+done. Stage 2's peak there is SER-FIQ's pass (1,659 MiB before `release_memory`) and the heap the rounds keep.
+
 Both do nothing where the C library is not glibc (macOS, musl, Windows).
 """
 

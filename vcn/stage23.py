@@ -227,9 +227,11 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
         return matches
 
     t0 = time.perf_counter()
-    # The micro-batches' freed activations go back to the OS before each no-gradient pass of the backbone (the
-    # teacher's at every step, the embeddings): otherwise they stay resident under that pass's own 64-crop
-    # activations, the peak of the whole run (issue 13, vcn.heap). Same numbers, only where memory lives.
+    # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
+    # each no-gradient pass of the backbone (the teacher's at every step, the embeddings): otherwise they stay
+    # resident under that pass's own 64-crop activations, then the peak of the whole run (issue 13, vcn.heap).
+    # Same numbers, only where memory lives. With the default low_res cut no such pass runs (vcn.heap says why
+    # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
         trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
         for log in trainer.logs:
