@@ -266,4 +266,3 @@ def converted_network(source: str | os.PathLike) -> tuple[torch.fx.GraphModule, 
         torch.save({"net": net, "embedding_dim": embedding_dim}, buffer)
         atomic_write_bytes(target, buffer.getvalue())
     return net, embedding_dim, digest[:12]
-
