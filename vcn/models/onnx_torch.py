@@ -151,10 +151,10 @@ def to_float_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def float_onnx_path(source: str | os.PathLike) -> Path:
-    """The converted float ONNX of `source`, made once and cached under the user cache folder by content hash."""
-    source = model_file(source)
-    target = cache_path("onnx", f"{file_sha256(source)}-float-v{CONVERSION_VERSION}.onnx")
+def float_onnx_path(source: Path, digest: str) -> Path:
+    """The converted float ONNX of `source` (an existing file whose SHA-256 is `digest`), made once and cached
+    under the user cache folder by that content hash."""
+    target = cache_path("onnx", f"{digest}-float-v{CONVERSION_VERSION}.onnx")
     if not target.is_file():
         model = to_float_onnx(load_onnx(source))
         atomic_write_bytes(target, model.SerializeToString())
@@ -257,7 +257,7 @@ def converted_network(source: str | os.PathLike) -> tuple[torch.fx.GraphModule, 
             return saved["net"], int(saved["embedding_dim"]), digest[:12]
         except Exception as e:  # noqa: BLE001 - any unreadable cache entry is rebuilt
             log.warning("cached torch conversion %s does not load (%s); converting %s again", target, e, source)
-    model = onnx.load(str(float_onnx_path(source)))
+    model = onnx.load(str(float_onnx_path(source, digest)))
     embedding_dim = output_dim(model)
     net = onnx_to_torch(model, source)
     del model
