@@ -88,6 +88,25 @@ def test_crops_are_aligned_images_sampled_every_half_second(hamilton_run):
 
 
 @needs_hamilton
+def test_crops_carry_the_torso_colours_of_their_own_frame(hamilton_run):
+    from vcn.faces.clothes import TORSO_BINS, torso_histogram
+    from vcn.video.decode import probe_video, read_frames
+
+    result, _ = hamilton_run
+    video = HAMILTON
+    crops = _table(result.path, "crops").to_pylist()
+    dressed = [c for c in crops if c["torso_hist"] is not None]
+    assert len(dressed) >= len(crops) // 2
+    for c in dressed:
+        assert len(c["torso_hist"]) == TORSO_BINS and sum(c["torso_hist"]) == pytest.approx(1.0, abs=1e-4)
+    picks = {c["frame"]: c for c in dressed[::max(1, len(dressed) // 4)]}
+    for frame, picture in read_frames(video, sorted(picks), probe_video(video)):
+        c = picks[frame]
+        again = torso_histogram(picture, (c["x1"], c["y1"], c["x2"], c["y2"]))
+        np.testing.assert_allclose(again, c["torso_hist"], atol=1e-6)
+
+
+@needs_hamilton
 def test_summary_records_counts_timings_models_and_config(hamilton_run):
     result, _ = hamilton_run
     summary = json.loads((result.path / "summary.json").read_text())

@@ -250,6 +250,12 @@ class ClusterConfig:
     # follow the matches. Chosen over 2 seeds on the labelled videos (README "Accuracy": mean F 0.951 against
     # 0.937 without); on the held-out montage it joined two pairs of strangers on one seed. Not in the paper.
     join_final_matches: bool = True
+    # vcn only: then join clusters whose people dress alike (the torso's colours under the face, stored by stage 1)
+    # where one is the other's nearest cluster by face and their clothes are more alike than those of any two
+    # people seen in one frame (vcn.clustering.clothes). The splits left after the final join are one person's
+    # looks that SFace puts farther apart than strangers; within a video clothes mostly stay. Not in the paper.
+    # Off until measured over seeds on the development set (benchmarks/seeds.py).
+    join_same_clothes: bool = False
     max_iterations: int = 100
     # Baselines only (Algorithm 1 has no threshold). 0.6 cosine distance was best for SFace on lfw150.
     hac_threshold: float = 0.6
@@ -406,7 +412,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1,
                 "backbone_layers": "all", "micro_batch_pairs": 2},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
-                    "cannot_link": False, "join_final_matches": False},
+                    "cannot_link": False, "join_final_matches": False,
+                    "join_same_clothes": False},
     },
 }
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from vcn.errors import VcnError
 from vcn.leftovers import old_name, tmp_prefix
-from vcn.tables import SCHEMAS
+from vcn.tables import SCHEMAS, conform
 
 SUMMARY = "summary.json"
 
@@ -54,7 +54,7 @@ class VideoOutput:
         if not file.is_file():
             raise VcnError(f"{file} is missing: run `vcn run` on the video with the stage that writes {name!r} first")
         table = pq.read_table(file)
-        return table.cast(SCHEMAS[name]) if name in SCHEMAS else table
+        return conform(name, table) if name in SCHEMAS else table
 
     def spill_path(self, name: str) -> Path:
         """A private file beside the output folder for table `name` written piece by piece (same filesystem, so

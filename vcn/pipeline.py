@@ -217,6 +217,7 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     import cv2
 
     from vcn.faces.align import align_face
+    from vcn.faces.clothes import torso_histogram
     from vcn.faces.quality import blur_variance, passes_gate
     from vcn.video.decode import read_frames
 
@@ -226,7 +227,9 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     frames = chosen.column("frame").to_numpy()
     landmarks = np.asarray(chosen.column("landmarks").to_pylist(), np.float32).reshape(-1, 5, 2)
     face_px = chosen.column("face_px").to_numpy()
+    boxes = np.stack([chosen.column(c).to_numpy() for c in ("x1", "y1", "x2", "y2")], axis=1)
     images: list[bytes] = [b""] * len(picks)
+    torsos: list[list[float] | None] = [None] * len(picks)
     blur = np.zeros(len(picks), np.float32)
     ext = "." + cfg.sample.image_format.lower().lstrip(".")
     # One forward pass over the span that holds the sampled frames; only those are converted to pictures.
@@ -239,12 +242,14 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
             if not ok:
                 raise VcnError(f"sample.image_format={cfg.sample.image_format!r} cannot be encoded; use png or jpg")
             images[k] = buf.tobytes()
+            torso = torso_histogram(picture, tuple(boxes[k]))
+            torsos[k] = None if torso is None else torso.tolist()
     quality_ok = np.asarray(passes_gate(face_px, blur, cfg.quality), bool)
     columns = {name: chosen.column(name) for name in
                ("video_id", "track_id", "shot_id", "frame", "t_s", "x1", "y1", "x2", "y2", "score", "landmarks",
                 "face_px")}
     columns.update({"crop_id": chosen.column("det_id"), "blur_var": blur, "quality_ok": quality_ok,
-                    "image": images})
+                    "image": images, "torso_hist": torsos})
     return make_table("crops", columns)
 
 

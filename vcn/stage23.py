@@ -8,7 +8,7 @@ the quality gate). No Ray here: the distributed layer calls these functions per 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import cv2
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
+from vcn.clustering.clothes import join_same_clothes
 from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
 from vcn.errors import VcnError
@@ -56,6 +57,7 @@ class _Prepared:
     quality: dict[int, float]      # SER-FIQ quality per track with a good crop
     reason: dict[int, str]         # per track: clustered | too_small | too_blurred | serfiq_outlier
     clusterable: np.ndarray        # bool per good crop: its track is clustered
+    torso: dict[int, np.ndarray] = field(default_factory=dict)  # track -> mean torso histogram (vcn.faces.clothes)
 
 
 def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict[str, float]) -> _Prepared:
@@ -86,7 +88,22 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
         reason[t] = "serfiq_outlier" if out and cfg.serfiq.exclude_outliers else "clustered"
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
-    return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable)
+    return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable,
+                     _track_torsos(crops))
+
+
+def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:
+    """Track id -> the mean torso histogram of its crops that show the torso (every crop, gated or not: the
+    clothes do not need a sharp face). Empty for a crops table made before stage 1 stored `torso_hist`."""
+    if "torso_hist" not in crops.column_names:
+        return {}
+    sums: dict[int, list] = {}
+    for t, h in zip(crops.column("track_id").to_pylist(), crops.column("torso_hist").to_pylist()):
+        if h is not None:
+            entry = sums.setdefault(int(t), [np.zeros(len(h), np.float64), 0])
+            entry[0] += h
+            entry[1] += 1
+    return {t: (s / n).astype(np.float32) for t, (s, n) in sums.items()}
 
 
 def _gate_reasons(crops: pa.Table, cfg: RunConfig) -> dict[int, str]:
@@ -288,6 +305,9 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
             m = find_matches(emb, track_of_crop, cfg.match, cannot_link)
             labels = join_matched_clusters(
                 labels, matched_pairs_nearest_first(m.matched, m.track_ids, emb, track_of_crop), cannot_link)
+        if cfg.cluster.method == "vcn" and cfg.cluster.join_same_clothes:
+            labels = join_same_clothes(labels, ft.prep.torso, ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask],
+                                       cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 

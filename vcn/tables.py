@@ -66,6 +66,8 @@ CROPS = pa.schema([
     pa.field("blur_var", pa.float32()),    # variance of the Laplacian of the aligned grey crop
     pa.field("quality_ok", pa.bool_()),    # passes the minimum-size and blur gates
     pa.field("image", pa.binary()),        # aligned 112x112 BGR crop, encoded (PNG by default)
+    # HSV colour histogram of the torso under the face box (vcn.faces.clothes); null where it is out of frame
+    pa.field("torso_hist", pa.list_(pa.float32())),
 ])
 
 EMBEDDINGS = pa.schema([
@@ -160,23 +162,42 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+# Columns added after outputs were first written: a table saved before them loads with the column null (its
+# consumer then does without, e.g. stage 3 joins no clusters by clothes) instead of failing a re-run.
+ADDED_LATER = {"crops": ("torso_hist",)}
+
+
 def make_table(name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> pa.Table:
-    """Build a table of a declared schema from row dicts or a dict of columns (extra keys are an error)."""
+    """Build a table of a declared schema from row dicts or a dict of columns (extra keys are an error; an
+    ADDED_LATER column left out is null)."""
     schema = SCHEMAS[name]
+    optional = ADDED_LATER.get(name, ())
     if isinstance(rows, dict):
         columns = rows
     else:
-        columns = {f.name: [r[f.name] for r in rows] for f in schema}
+        given = rows[0].keys() if rows else ()
+        columns = {f.name: [r[f.name] for r in rows] for f in schema if f.name in given or f.name not in optional}
     extra = set(columns) - set(schema.names)
     if extra:
         raise ValueError(f"table {name}: unknown columns {sorted(extra)}")
-    return pa.table({f.name: _column(columns[f.name], f.type) for f in schema}, schema=schema)
+    table = pa.table({f.name: _column(columns[f.name], f.type) for f in schema if f.name in columns or
+                      f.name not in optional})
+    return conform(name, table)
 
 
 def _column(values: Any, type_: pa.DataType) -> pa.Array | pa.ChunkedArray:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values.cast(type_)
     return pa.array(values, type=type_)
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """A saved table in the declared schema of `name`, with the ADDED_LATER columns it lacks filled with nulls."""
+    schema = SCHEMAS[name]
+    for column in ADDED_LATER.get(name, ()):
+        if column not in table.column_names:
+            table = table.append_column(schema.field(column), pa.nulls(table.num_rows, schema.field(column).type))
+    return table.select(schema.names).cast(schema)
 
 
 def empty_table(name: str) -> pa.Table:
