@@ -301,6 +301,9 @@ class DistributedConfig:
     # measured on a 2-core CPU machine on the sitcom simplefr_Video_2 (10 s of it at 720p with all stages, and 5 s
     # upscaled to 1080p for stage 1; units executor, frames_per_unit 120, default config). Stages 2-3 and the
     # tables grow with a video's crops: the whole 82-s sitcom's `vcn run` peaks at 2,034 MiB in stage 2.
+    # Re-measured in session 16 (the backbone loaded from vcn's torch cache; 10 s at 720p, one local Ray node,
+    # session script): probe 185, decode 692, detect 1,303, track 753, write 173, launcher 683, Ray Train worker
+    # 1,760, and the per-video task 1,865 MiB: every default still covers its kind with 1.5x or more.
     # The per-video task ("videos" mode; resumed videos in "units" mode), all of run_video: stage 1 peaked at
     # 1,156 MiB (720p) / 1,321 (1080p), stage 2 at 2,126 (a Ray Train worker's finetune, below).
     video_task_memory_mib: int = 3072
