@@ -113,3 +113,34 @@ def test_a_crops_table_saved_before_torso_hist_still_loads(tmp_path):
     out.path.mkdir(parents=True)
     pq.write_table(old, out.path / "crops.parquet")
     assert out.load("crops").column("torso_hist").null_count == 3
+
+
+def _finetuned(torso: dict[int, np.ndarray]):
+    import torch
+
+    from vcn.stage23 import FinetunedVideo, _Prepared
+
+    labels, _, emb, toc, apart = _scene()
+    emb = torch.tensor(emb, dtype=torch.float32)
+    tracks = np.array(sorted(labels))
+    prep = _Prepared(tracks, np.arange(len(toc)), toc, torch.zeros(len(toc), 3, 112, 112, dtype=torch.uint8), emb,
+                     {int(t): 1.0 for t in tracks}, {int(t): "clustered" for t in tracks}, np.ones(len(toc), bool),
+                     torso)
+    return FinetunedVideo(prep, emb, None, [], {}, "sface"), apart
+
+
+def test_stage_3_joins_by_clothes_only_when_asked_and_says_when_it_cannot():
+    from vcn.config import RunConfig
+    from vcn.stage23 import cluster_finetuned
+
+    _, torso, _, _, _ = _scene()
+    ft, apart = _finetuned(torso)
+    # Algorithm 1 alone (the final join would pair track 2 with 3, its nearest face, before the clothes are asked).
+    ask = ["cluster.metric=cosine", "cluster.join_final_matches=false", "cluster.join_same_clothes=true"]
+    cluster_of = lambda table: dict(zip(table.column("track_id").to_pylist(), table.column("cluster_id").to_pylist()))
+    off = cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=ask[:2]), "v", apart))
+    on = cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=ask), "v", apart))
+    assert off[1] != off[2] and on[1] == on[2] and len(set(on.values())) == len(set(off.values())) - 1
+    bare, apart = _finetuned({})
+    with pytest.warns(UserWarning, match="torso_hist"):
+        assert cluster_of(cluster_finetuned(bare, RunConfig.load(None, overrides=ask), "v", apart)) == off

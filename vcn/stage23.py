@@ -8,6 +8,7 @@ the quality gate). No Ray here: the distributed layer calls these functions per 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -306,6 +307,10 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
             labels = join_matched_clusters(
                 labels, matched_pairs_nearest_first(m.matched, m.track_ids, emb, track_of_crop), cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_clothes:
+            if not ft.prep.torso:
+                warnings.warn(f"{video_id}: no crop has its torso colours (a crops table made before vcn stored "
+                              "torso_hist, or only close-ups), so cluster.join_same_clothes joins nothing; for an "
+                              "older table re-run the track stage with --force")
             labels = join_same_clothes(labels, ft.prep.torso, ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask],
                                        cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
