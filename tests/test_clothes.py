@@ -144,3 +144,15 @@ def test_stage_3_joins_by_clothes_only_when_asked_and_says_when_it_cannot():
     bare, apart = _finetuned({})
     with pytest.warns(UserWarning, match="torso_hist"):
         assert cluster_of(cluster_finetuned(bare, RunConfig.load(None, overrides=ask), "v", apart)) == off
+
+
+def test_a_saved_table_missing_a_column_it_always_had_names_the_file_and_the_fix(tmp_path):
+    import pyarrow.parquet as pq
+
+    from vcn.errors import VcnError
+
+    out = VideoOutput(tmp_path, "v")
+    out.path.mkdir(parents=True)
+    pq.write_table(_crops().drop_columns(["blur_var"]), out.path / "crops.parquet")
+    with pytest.raises(VcnError, match=r"crops.parquet .*blur_var.*--force"):
+        out.load("crops")

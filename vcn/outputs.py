@@ -54,7 +54,13 @@ class VideoOutput:
         if not file.is_file():
             raise VcnError(f"{file} is missing: run `vcn run` on the video with the stage that writes {name!r} first")
         table = pq.read_table(file)
-        return conform(name, table) if name in SCHEMAS else table
+        if name not in SCHEMAS:
+            return table
+        try:
+            return conform(name, table)
+        except (ValueError, pa.ArrowInvalid) as e:
+            raise VcnError(f"{file} is not a {name} table of this vcn ({e}): re-run `vcn run` on the video with "
+                           f"--force to rebuild it") from None
 
     def spill_path(self, name: str) -> Path:
         """A private file beside the output folder for table `name` written piece by piece (same filesystem, so

@@ -197,6 +197,9 @@ def conform(name: str, table: pa.Table) -> pa.Table:
     for column in ADDED_LATER.get(name, ()):
         if column not in table.column_names:
             table = table.append_column(schema.field(column), pa.nulls(table.num_rows, schema.field(column).type))
+    missing = [n for n in schema.names if n not in table.column_names]
+    if missing:
+        raise ValueError(f"table {name} lacks the columns {missing}")
     return table.select(schema.names).cast(schema)
 
 
