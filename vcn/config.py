@@ -416,8 +416,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "ssl": {"warmup_epochs": 50, "ema_start": 0.996, "lr_backbone": 1e-5, "prototype_sets": 1,
                 "backbone_layers": "all", "micro_batch_pairs": 2},
         "cluster": {"method": "vcn", "metric": "loss", "merge_rule": "either", "merge_order": "all",
-                    "cannot_link": False, "join_final_matches": False,
-                    "join_same_clothes": False},
+                    "cannot_link": False, "join_final_matches": False},
     },
 }
 

@@ -98,13 +98,16 @@ def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:
     clothes do not need a sharp face). Empty for a crops table made before stage 1 stored `torso_hist`."""
     if "torso_hist" not in crops.column_names:
         return {}
-    sums: dict[int, list] = {}
-    for t, h in zip(crops.column("track_id").to_pylist(), crops.column("torso_hist").to_pylist()):
-        if h is not None:
-            entry = sums.setdefault(int(t), [np.zeros(len(h), np.float64), 0])
-            entry[0] += h
-            entry[1] += 1
-    return {t: (s / n).astype(np.float32) for t, (s, n) in sums.items()}
+    column = crops.column("torso_hist").combine_chunks()
+    shown = column.is_valid().to_numpy(zero_copy_only=False)
+    if not shown.any():
+        return {}
+    hists = column.flatten().to_numpy().reshape(int(shown.sum()), -1).astype(np.float64)  # nulls hold no values
+    ids, where = np.unique(crops.column("track_id").to_numpy()[shown], return_inverse=True)
+    sums = np.zeros((len(ids), hists.shape[1]))
+    np.add.at(sums, where, hists)
+    means = (sums / np.bincount(where)[:, None]).astype(np.float32)
+    return {int(t): m for t, m in zip(ids.tolist(), means)}
 
 
 def _gate_reasons(crops: pa.Table, cfg: RunConfig) -> dict[int, str]:
