@@ -156,3 +156,26 @@ def test_a_saved_table_missing_a_column_it_always_had_names_the_file_and_the_fix
     pq.write_table(_crops().drop_columns(["blur_var"]), out.path / "crops.parquet")
     with pytest.raises(VcnError, match=r"crops.parquet .*blur_var.*--force"):
         out.load("crops")
+
+
+def test_degenerate_inputs_give_valid_labels():
+    rng = np.random.default_rng(0)
+    hist = lambda: rng.dirichlet(np.ones(TORSO_BINS)).astype(np.float32)
+    # One cluster, and a video where every track is Unknown: nothing to join, labels as given.
+    assert join_same_clothes({1: 0}, {1: hist()}, np.ones((1, 2)), np.array([1]), {(1, 2)}) == {1: 0}
+    assert join_same_clothes({1: -1, 2: -1}, {1: hist(), 2: hist()}, np.ones((2, 2)), np.array([1, 2]),
+                             {(1, 2)}) == {1: -1, 2: -1}
+    # 300 one-crop tracks of 30 people (one shirt and one face each), neighbours seen together: it ends, every
+    # track keeps a cluster, none holds two tracks that share a frame, and the joins are of one person each.
+    people = np.arange(300) % 30
+    shirts = [hist() for _ in range(30)]
+    faces = rng.normal(size=(30, 16))
+    emb = faces[people] + rng.normal(scale=0.3, size=(300, 16))
+    apart = {(t, t + 1) for t in range(299) if people[t] != people[t + 1]}
+    labels = {t: t for t in range(300)}
+    joined = join_same_clothes(labels, {t: shirts[people[t]] for t in range(300)}, emb, np.arange(300), apart)
+    assert set(joined) == set(labels) and min(joined.values()) >= 0
+    assert all(joined[a] != joined[b] for a, b in apart)
+    assert len(set(joined.values())) < 300
+    for c in set(joined.values()):
+        assert len({people[t] for t, k in joined.items() if k == c}) == 1
