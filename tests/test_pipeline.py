@@ -93,14 +93,13 @@ def test_crops_carry_the_torso_colours_of_their_own_frame(hamilton_run):
     from vcn.video.decode import probe_video, read_frames
 
     result, _ = hamilton_run
-    video = HAMILTON
     crops = _table(result.path, "crops").to_pylist()
     dressed = [c for c in crops if c["torso_hist"] is not None]
     assert len(dressed) >= len(crops) // 2
     for c in dressed:
         assert len(c["torso_hist"]) == TORSO_BINS and sum(c["torso_hist"]) == pytest.approx(1.0, abs=1e-4)
     picks = {c["frame"]: c for c in dressed[::max(1, len(dressed) // 4)]}
-    for frame, picture in read_frames(video, sorted(picks), probe_video(video)):
+    for frame, picture in read_frames(HAMILTON, sorted(picks), probe_video(HAMILTON)):
         c = picks[frame]
         again = torso_histogram(picture, (c["x1"], c["y1"], c["x2"], c["y2"]))
         np.testing.assert_allclose(again, c["torso_hist"], atol=1e-6)
