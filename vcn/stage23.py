@@ -302,10 +302,9 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
             # No-gradient passes of teacher and student over every crop: trimmed before each, as in finetuning.
             with trim_before_no_grad_passes(type(ft.trainer.teacher.backbone)):
                 p, l = ft.loss_terms()
-        labels = _labels_for_tracks(cfg.cluster.method, cfg, ft.prep.track_of_crop[mask], ft.tuned[mask].numpy(),
-                                    p, l, cannot_link)
+        emb, track_of_crop = ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask]
+        labels = _labels_for_tracks(cfg.cluster.method, cfg, track_of_crop, emb, p, l, cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_final_matches:
-            emb, track_of_crop = ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask]
             m = find_matches(emb, track_of_crop, cfg.match, cannot_link)
             labels = join_matched_clusters(
                 labels, matched_pairs_nearest_first(m.matched, m.track_ids, emb, track_of_crop), cannot_link)
@@ -314,8 +313,7 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                 warnings.warn(f"{video_id}: no crop has its torso colours (a crops table made before vcn stored "
                               "torso_hist, or only close-ups), so cluster.join_same_clothes joins nothing; for an "
                               "older table re-run the track stage with --force")
-            labels = join_same_clothes(labels, ft.prep.torso, ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask],
-                                       cannot_link)
+            labels = join_same_clothes(labels, ft.prep.torso, emb, track_of_crop, cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 
