@@ -140,3 +140,39 @@ def test_whole_backbone_and_unknown_setting():
     with pytest.raises(VcnError, match="ssl.backbone_layers='some' is unknown; choose one of all, low_res, tail"):
         finetune(graph_backbone(), crops, tracks, small_cfg(backbone_layers="some"))
     assert np.isfinite([log.mean_loss for log in whole.logs]).all()
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_frozen_passes_feeding_training_run_in_bfloat16_only_when_set(setting, monkeypatch):
+    """ssl.frozen_bfloat16: the frozen trunk's passes during training (warm-up views, the low_res front at every
+    full step) run under bfloat16 autocast where the device has it (forced here, so any CPU tests it); the
+    trained layers and every pass after training (embeddings for matching and clustering) stay float32."""
+    import vcn.ssl.train as train
+
+    monkeypatch.setattr(train, "bfloat16_is_fast", lambda device: True)
+    crops, tracks = toy_crops()
+    calls: list[tuple[str, bool, bool]] = []
+    original = make_student_and_teacher
+
+    def recording(*args, **kwargs):
+        student, teacher = original(*args, **kwargs)
+        for role, net in (("student", student), ("teacher", teacher)):
+            for part, module in (("trunk", net.backbone[0]), ("tail", net.backbone[1])):
+                module.register_forward_hook(lambda m, i, o, name=f"{role} {part}": calls.append(
+                    (name, torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"))))
+        return student, teacher
+
+    monkeypatch.setattr(train, "make_student_and_teacher", recording)
+    trainer = finetune(graph_backbone(), crops, tracks,
+                       small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res", frozen_bfloat16=setting))
+    assert trainer.frozen_bfloat16 is setting
+    trunk_in_training = [autocast for name, _, autocast in calls if name == "student trunk"]
+    assert trunk_in_training and all(a is setting for a in trunk_in_training)
+    assert not any(autocast for _, grad, autocast in calls if grad)                     # the trained layers
+    assert not any(autocast for name, _, autocast in calls if name.startswith("teacher"))  # the teacher's targets
+    calls.clear()
+    embeddings = trainer.teacher_embeddings(crops)
+    p, l = trainer.probs_and_log_probs(crops)
+    assert calls and not any(autocast for _, _, autocast in calls)
+    assert embeddings.dtype == p.dtype == l.dtype == torch.float32
+    assert np.isfinite([log.mean_loss for log in trainer.logs]).all()

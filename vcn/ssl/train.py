@@ -79,6 +79,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively: CUDA with bfloat16 support, or a CPU with AMX or
+    AVX512-BF16 (elsewhere oneDNN emulates it, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")   # private in torch.cpu: may go
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return False
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -130,6 +141,7 @@ class SelfDistillation:
     backbones_equal: bool = True             # teacher and student backbones hold the same weights
     logs: list[RoundLog] = field(default_factory=list)
     trunk_views: torch.Tensor | None = None  # split backbone: trunk outputs of the augmented views [V, N, ...]
+    frozen_bfloat16: bool = False            # frozen no-gradient passes feeding training run in bfloat16
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
@@ -154,7 +166,8 @@ class SelfDistillation:
         # oneDNN's own layout on a CPU (vcn.config: ssl.cpu_channels_last); the numbers differ in rounding only.
         layout = torch.channels_last if device.type == "cpu" and cfg.cpu_channels_last else torch.preserve_format
         return cls(student.to(device, memory_format=layout), teacher.to(device, memory_format=layout),
-                   loss.to(device), cfg, device, momentum, spe)
+                   loss.to(device), cfg, device, momentum, spe,
+                   frozen_bfloat16=cfg.frozen_bfloat16 and bfloat16_is_fast(device))
 
     # ----- training -------------------------------------------------------------------------------------------
     def train_phase(self, phase: Phase, crops_uint8: torch.Tensor, track_of_crop: np.ndarray,
@@ -214,7 +227,7 @@ class SelfDistillation:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
                     inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
                     if split:   # low_res: the frozen trunk, once for student and teacher
-                        inputs = self._backbone_no_grad(self.student.backbone[0], inputs)
+                        inputs = self._frozen_no_grad(self.student.backbone[0], inputs)
                 # Micro-batches only where backbone activations (whole, or from the trunk on) are held for backward.
                 micro = views is None
                 losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro))
@@ -240,7 +253,7 @@ class SelfDistillation:
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
                 x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
                                   cfg.max_rotation_deg, cfg.max_colour_shift)
-                out.append(self._backbone_no_grad(network, x).to("cpu", dtype))
+                out.append(self._frozen_no_grad(network, x).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
 
@@ -252,6 +265,13 @@ class SelfDistillation:
         if self.device.type != "cpu" or chunk <= 0 or len(x) <= chunk:
             return backbone(x)
         return torch.cat([backbone(part) for part in x.split(chunk)])
+
+    def _frozen_no_grad(self, frozen: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`_backbone_no_grad` of frozen layers whose output only feeds training (the warm-up's views, the
+        "low_res" front), in bfloat16 autocast where `frozen_bfloat16` (vcn.config: ssl.frozen_bfloat16);
+        float32 out either way."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.frozen_bfloat16):
+            return self._backbone_no_grad(frozen, x).float()
 
     def _no_grad_forward(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """`network(x)` (backbone then head, or tail then head) with the backbone or tail run as
