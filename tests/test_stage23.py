@@ -221,6 +221,39 @@ def test_results_are_deterministic():
     assert a[0].equals(b[0]) and a[1].equals(b[1])
 
 
+@pytest.mark.parametrize("first", [False, True])
+def test_match_base_first_pairs_matched_tracks_from_the_warm_up_on(first, monkeypatch):
+    """ssl.match_base_first: coarse matching also runs on the base embeddings before the first round, and the
+    warm-up and first round draw pairs across those matches; off (the paper), they pair within tracks."""
+    import vcn.ssl.train as train
+
+    images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
+    table = crops_table(images, tracks)
+    used: list[dict] = []
+    original = train.pairs_across_matches
+    monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng: (used.append(dict(matches)),
+                                                                                   original(toc, matches, rng))[1])
+    seen: list[np.ndarray] = []
+
+    def matcher(emb, track_of_crop):
+        seen.append(emb)
+        return {0: [1], 1: [0]}
+
+    cfg = tiny_cfg()
+    cfg.ssl.match_base_first = first
+    from vcn.stage23 import finetune_video
+
+    ft = finetune_video(table, ToyBackbone(), cfg, matcher=matcher)
+    warmup_epochs = cfg.ssl.warmup_epochs
+    assert len(used) == warmup_epochs + cfg.ssl.rounds * cfg.ssl.epochs_per_round
+    first_round = used[:warmup_epochs + cfg.ssl.epochs_per_round]
+    assert all(m == ({0: [1], 1: [0]} if first else {}) for m in first_round)
+    assert all(m == {0: [1], 1: [0]} for m in used[len(first_round):])            # later rounds: as before
+    assert len(ft.matches) == cfg.ssl.rounds - 1 + first
+    if first:
+        torch.testing.assert_close(torch.as_tensor(seen[0]), ft.prep.base[ft.prep.clusterable])
+
+
 class DarkIsIncoherent(ToyBackbone):
     """For near-black crops, the embedding layer's input lies in that layer's null space: the embedding itself
     is ~0 and any dropout mask turns it into a random direction, the signature of a low-quality face."""

@@ -197,7 +197,8 @@ class FinetunedVideo:
     prep: _Prepared
     tuned: torch.Tensor                  # finetuned (teacher backbone) embedding of every good crop
     trainer: SelfDistillation | None     # None when no crop passed the quality gate
-    matches: list[dict[int, list[int]]]  # coarse matches found after each round but the last
+    matches: list[dict[int, list[int]]]  # coarse matches in the order used: on the base embeddings first where
+                                         # ssl.match_base_first, then after each round but the last
     timings: dict[str, float]
     name: str                            # the backbone's name, for the embeddings table
     _loss_terms: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -247,6 +248,13 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
         timings["match_s"] += time.perf_counter() - tm
         return matches
 
+    first: dict[int, list[int]] = {}
+    if cfg.ssl.match_base_first and clusterable.any():
+        tm = time.perf_counter()
+        first = matcher(prep.base[clusterable].numpy(), prep.track_of_crop[clusterable])
+        found.append(first)
+        timings["match_s"] += time.perf_counter() - tm
+
     t0 = time.perf_counter()
     # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
     # each no-gradient pass of the backbone (the teacher's at every step, the embeddings): otherwise they stay
@@ -254,7 +262,7 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # Same numbers, only where memory lives. With the default low_res cut no such pass runs (vcn.heap says why
     # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
-        trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn)
+        trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first)
         for log in trainer.logs:
             key = f"finetune_round{log.round + 1}_{log.kind}_s"
             timings[key] = timings.get(key, 0.0) + log.seconds

@@ -385,11 +385,13 @@ class SelfDistillation:
 
 def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.ndarray, cfg: SSLConfig,
              match_fn: Callable[[SelfDistillation], Matches] | None = None,
-             on_round: Callable[[RoundLog], None] | None = None) -> SelfDistillation:
+             on_round: Callable[[RoundLog], None] | None = None,
+             first_matches: Matches | None = None) -> SelfDistillation:
     """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
 
-    Round 1 draws pairs within tracks; after every round but the last, `match_fn` (given the trainer, so it
-    can embed with the teacher) returns track matches and the next round draws pairs across them.
+    Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first); after every
+    round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
+    and the next round draws pairs across them.
     Deterministic for a given cfg.seed (and rank).
     """
     rank, _ = _distributed()
@@ -397,7 +399,7 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
     rng = np.random.default_rng(cfg.seed)          # the same on every rank: every rank draws the same pairs
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
-    matches: Matches = {}
+    matches: Matches = dict(first_matches or {})
     phases = training_plan(cfg)
     for i, phase in enumerate(phases):
         log = trainer.train_phase(phase, crops_uint8, track_of_crop, matches, rng, aug_gen)
