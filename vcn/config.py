@@ -152,7 +152,9 @@ class SSLConfig:
     # the first round, on the base embeddings, so the warm-up and the first round already pair matched tracks.
     # Finetuning pushes tracks it never paired apart (the sitcom father's two pieces: 0.50 apart before, 0.83
     # after), and on the base embeddings the default's matching links more of one person's track pairs on the
-    # sitcom (14 against 11 on seed 0's finetuned ones, none wrong). Measured in README "Accuracy".
+    # sitcom (14 against 11 on seed 0's finetuned ones, none wrong). Off: over the 8 labelled videos x seeds 2, 3
+    # mean F 0.933 against 0.933 and the short golf cut's golfers merged on seed 3 (README "Matching before the
+    # first round").
     match_base_first: bool = False
     # Pairs drawn per crop and epoch (each crop of the video is a pair's first side this often): the amount of
     # training per epoch, warm-up and full rounds alike.
