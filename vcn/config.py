@@ -184,11 +184,11 @@ class SSLConfig:
     # Run the frozen layers' no-gradient passes that only feed training (the warm-up's cached views of the whole
     # backbone; the "low_res" front at every full-finetuning step) in bfloat16 autocast, where the hardware has
     # bfloat16 matrix units (a CPU with AMX or AVX512-BF16, or CUDA); float32 elsewhere. On an AMX CPU those
-    # passes take 0.38-0.45x the time and stage 2 0.86x, and a real crop's SFace embedding moves by at most 0.3%
+    # passes take 0.38-0.45x the time and stage 2 0.87x, and a real crop's SFace embedding moves by at most 0.3%
     # (cosine >= 0.997), but over the 8 labelled videos x seeds 0-3 it split the sitcom by one to three more
     # clusters on every seed (mean F 0.931 against 0.946; on seeds 2-3, never used to choose a default, 0.931
-    # against 0.933): off (README "Cost", session 17). The teacher's
-    # targets, the trained layers and every embedding that matching and clustering read stay float32 either way.
+    # against 0.933): off (README "Cost", session 17). The teacher's targets, the trained layers and every
+    # embedding that matching and clustering read stay float32 either way.
     frozen_bfloat16: bool = False
 
 
