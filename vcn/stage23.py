@@ -240,20 +240,20 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
             return find_matches(emb, track_of_crop, cfg.match, cannot_link).as_dict()
     timings["match_s"] = 0.0
 
-    def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
+    def match(embed: Callable[[], torch.Tensor]) -> dict[int, list[int]]:
+        """Coarse matches of the clusterable crops' tracks on `embed()`'s embeddings, recorded and timed."""
         tm = time.perf_counter()
-        emb = trainer.teacher_embeddings(prep.images[clusterable]).numpy()
+        emb = embed().numpy()
         matches = matcher(emb, prep.track_of_crop[clusterable]) if clusterable.any() else {}
         found.append(matches)
         timings["match_s"] += time.perf_counter() - tm
         return matches
 
-    first: dict[int, list[int]] = {}
-    if cfg.ssl.match_base_first and clusterable.any():
-        tm = time.perf_counter()
-        first = matcher(prep.base[clusterable].numpy(), prep.track_of_crop[clusterable])
-        found.append(first)
-        timings["match_s"] += time.perf_counter() - tm
+    def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
+        return match(lambda: trainer.teacher_embeddings(prep.images[clusterable]))
+
+    # ssl.match_base_first: the same matching on the base embeddings, before the first round.
+    first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else {}
 
     t0 = time.perf_counter()
     # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
