@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vcn.clustering import (algorithm1, cluster_pair_losses, cooccurring_pairs, cosine_vectors, dbscan_cluster,
                             finch_cluster, finch_partitions, first_neighbour_partition, hac_cluster,
                             mean_track_embeddings, within_set_loss)
+from vcn.clustering.groups import group_means
 
 
 def _random_probs(rng, n, k=12, spread=1.0):
@@ -257,6 +258,14 @@ def test_mean_track_embeddings_average_unit_vectors():
     ids, means = mean_track_embeddings(np.array([[2.0, 0.0], [0.0, 5.0], [0.0, 1.0]]), np.array([7, 7, 3]))
     assert ids.tolist() == [3, 7]
     assert np.allclose(means, [[0.0, 1.0], [0.5, 0.5]])
+
+
+def test_group_means_average_raw_rows_per_sorted_group():
+    rows = np.array([[2.0, 0.0], [0.0, 5.0], [0.0, 1.0], [4.0, 4.0]], dtype=np.float32)
+    ids, means = group_means(rows, np.array([7, 7, 3, 7]))
+    assert ids.tolist() == [3, 7]
+    assert means.dtype == np.float64
+    assert np.allclose(means, [[0.0, 1.0], [2.0, 3.0]])
 
 
 def test_hac_separates_planted_groups_and_its_threshold_matters():

@@ -20,6 +20,7 @@ from torch import nn
 
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.clustering.clothes import join_same_clothes
+from vcn.clustering.groups import group_means
 from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
 from vcn.errors import VcnError
@@ -103,11 +104,8 @@ def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:
     if not shown.any():
         return {}
     hists = column.flatten().to_numpy().reshape(int(shown.sum()), -1).astype(np.float64)  # nulls hold no values
-    ids, where = np.unique(crops.column("track_id").to_numpy()[shown], return_inverse=True)
-    sums = np.zeros((len(ids), hists.shape[1]))
-    np.add.at(sums, where, hists)
-    means = (sums / np.bincount(where)[:, None]).astype(np.float32)
-    return {int(t): m for t, m in zip(ids.tolist(), means)}
+    ids, means = group_means(hists, crops.column("track_id").to_numpy()[shown])
+    return {int(t): m for t, m in zip(ids.tolist(), means.astype(np.float32))}
 
 
 def _gate_reasons(crops: pa.Table, cfg: RunConfig) -> dict[int, str]:

@@ -20,6 +20,8 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from vcn.clustering.groups import group_means
+
 
 def cluster_pair_losses(p_means: np.ndarray | torch.Tensor, l_means: np.ndarray | torch.Tensor) -> np.ndarray:
     """Sim[j, k] = mean over a in j, b in k of S(a, b) = -(P_j . L_k + P_k . L_j) / 2, all pairs at once.
@@ -52,15 +54,9 @@ class Algorithm1Result:
 
 
 def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
-    ids = np.unique(track_of_crop)
+    ids, p_mean = group_means(p, track_of_crop)
+    _, l_mean = group_means(l, track_of_crop)
     index = np.searchsorted(ids, track_of_crop)
-    counts = np.bincount(index, minlength=len(ids)).astype(np.float64)
-    p_mean = np.zeros((len(ids), p.shape[1]))
-    l_mean = np.zeros((len(ids), l.shape[1]))
-    np.add.at(p_mean, index, p)
-    np.add.at(l_mean, index, l)
-    p_mean /= counts[:, None]
-    l_mean /= counts[:, None]
     thresholds = np.array([within_set_loss(p[index == t], l[index == t]) for t in range(len(ids))])
     return ids, p_mean, l_mean, thresholds
 

@@ -12,6 +12,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import pdist
 
+from vcn.clustering.groups import group_means
+
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -31,12 +33,7 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 
 def mean_track_embeddings(embeddings: np.ndarray, track_of_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(track ids sorted, mean of the L2-normalised crop embeddings of each track)."""
-    x = _unit_rows(embeddings)
-    ids = np.unique(track_of_crop)
-    index = np.searchsorted(ids, track_of_crop)
-    sums = np.zeros((len(ids), x.shape[1]))
-    np.add.at(sums, index, x)
-    return ids, sums / np.bincount(index, minlength=len(ids))[:, None]
+    return group_means(_unit_rows(embeddings), track_of_crop)
 
 
 def hac_cluster(track_means: np.ndarray, threshold: float = 0.6) -> np.ndarray:
