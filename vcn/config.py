@@ -96,6 +96,8 @@ class SSLConfig:
     # sets they must share a prototype in every set to look alike (README "Accuracy", benchmarks/seeds.py:
     # chosen on the 8 labelled videos over 2 seeds). ~5% more stage-2 time (the extra prototypes are one matmul).
     prototype_sets: int = 4
+    # DINO's value (METHOD.md). 0.02-0.07 measured on seeds 2, 3 (README "The teacher's temperature"): softer
+    # splits the sitcom further, sharper merges the golf promo's look-alikes; none buys purity.
     teacher_temp: float = 0.04
     student_temp: float = 0.1
     center_momentum: float = 0.9
