@@ -434,3 +434,45 @@ def test_unknown_cluster_setting_is_refused_by_name_before_any_work(setting):
     images = [np.full((112, 112, 3), 100, np.uint8)] * 2
     with pytest.raises(VcnError, match=f"cluster.{name}={value!r} is unknown; choose one of"):
         finetune_and_cluster(crops_table(images, [0, 1]), ToyBackbone(), cfg, "v")
+
+
+def _split_person(base_apart: float):
+    """A FinetunedVideo of 12 people, 3 crops per track, where person 0 is tracks 0 and 1: their finetuned
+    embeddings point two ways, their base ones `base_apart` (cosine distance) from each other. Neighbouring tracks
+    of other people share a frame."""
+    from vcn.stage23 import FinetunedVideo, _Prepared
+
+    rng = np.random.default_rng(3)
+    people = rng.normal(size=(12, 16))
+    person_of_track = np.array([0, 0, *range(1, 12)])
+    toc = np.repeat(np.arange(13), 3)
+    tuned = people[person_of_track][toc] + rng.normal(scale=0.05, size=(len(toc), 16))
+    tuned[toc == 1] = rng.normal(size=16) + rng.normal(scale=0.05, size=(3, 16))   # finetuning pushed it away
+    base = people[person_of_track][toc] + rng.normal(scale=0.05, size=(len(toc), 16))
+    unit = people[0] / np.linalg.norm(people[0])
+    other = rng.normal(size=16)
+    other -= (other @ unit) * unit
+    other /= np.linalg.norm(other)
+    angle = math.acos(1.0 - base_apart)
+    base[toc == 1] = (math.cos(angle) * unit + math.sin(angle) * other) * np.linalg.norm(people[0]) \
+        + rng.normal(scale=0.05, size=(3, 16))
+    tracks = np.arange(13)
+    prep = _Prepared(tracks, np.arange(len(toc)), toc, torch.zeros(len(toc), 3, 112, 112, dtype=torch.uint8),
+                     torch.tensor(base, dtype=torch.float32), {int(t): 1.0 for t in tracks},
+                     {int(t): "clustered" for t in tracks}, np.ones(len(toc), bool))
+    apart = {(t, t + 1) for t in range(1, 12)}
+    return FinetunedVideo(prep, torch.tensor(tuned, dtype=torch.float32), None, [], {}, "sface"), apart
+
+
+@pytest.mark.parametrize("base_apart, joined", [(0.05, True), (1.0, False)])
+def test_join_base_matches_joins_pieces_the_base_space_still_holds_together(base_apart, joined):
+    from vcn.stage23 import cluster_finetuned
+
+    ft, apart = _split_person(base_apart)
+    cluster_of = lambda cfg: dict(zip(*(cluster_finetuned(ft, cfg, "v", apart).column(c).to_pylist()
+                                        for c in ("track_id", "cluster_id"))))
+    off = cluster_of(RunConfig.load(None, overrides=["cluster.metric=cosine"]))
+    on = cluster_of(RunConfig.load(None, overrides=["cluster.metric=cosine", "cluster.join_base_matches=true"]))
+    assert off[0] != off[1] and len(set(off.values())) == 13          # the finetuned space alone keeps it split
+    assert (on[0] == on[1]) is joined
+    assert len(set(on.values())) == 13 - joined                       # and joins nobody else

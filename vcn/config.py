@@ -269,6 +269,10 @@ class ClusterConfig:
     # follow the matches. Chosen over 2 seeds on the labelled videos (README "Accuracy": mean F 0.951 against
     # 0.937 without); on the held-out montage it joined two pairs of strangers on one seed. Not in the paper.
     join_final_matches: bool = True
+    # vcn only: then match once more on the base (pretrained) embeddings and join the same way. Finetuning pushes
+    # one person's never-matched pieces apart (the sitcom father 0.50 -> 0.83), and the base space still has them
+    # each other's nearest; the chance bound is the base space's own. Not in the paper (README "Accuracy").
+    join_base_matches: bool = False
     # vcn only: then join clusters whose people dress alike (the torso's colours under the face, stored by stage 1)
     # where one is the other's nearest cluster by face and their clothes are more alike than those of any two
     # people seen in one frame (vcn.clustering.clothes). The splits left after the final join are one person's

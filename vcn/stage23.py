@@ -310,10 +310,15 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                 p, l = ft.loss_terms()
         emb, track_of_crop = ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask]
         labels = _labels_for_tracks(cfg.cluster.method, cfg, track_of_crop, emb, p, l, cannot_link)
-        if cfg.cluster.method == "vcn" and cfg.cluster.join_final_matches:
-            m = find_matches(emb, track_of_crop, cfg.match, cannot_link)
-            labels = join_matched_clusters(
-                labels, matched_pairs_nearest_first(m.matched, m.track_ids, emb, track_of_crop), cannot_link)
+        if cfg.cluster.method == "vcn":
+            # The final join on the finetuned embeddings, then (cluster.join_base_matches) on the base ones, where
+            # finetuning has not yet pushed one person's never-matched pieces apart.
+            spaces = ([emb] if cfg.cluster.join_final_matches else []) + (
+                [ft.prep.base[mask].numpy()] if cfg.cluster.join_base_matches else [])
+            for space in spaces:
+                m = find_matches(space, track_of_crop, cfg.match, cannot_link)
+                labels = join_matched_clusters(
+                    labels, matched_pairs_nearest_first(m.matched, m.track_ids, space, track_of_crop), cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_clothes:
             if not ft.prep.torso:
                 warnings.warn(f"{video_id}: no crop has its torso colours (a crops table made before vcn stored "
