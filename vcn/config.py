@@ -271,7 +271,9 @@ class ClusterConfig:
     join_final_matches: bool = True
     # vcn only: then match once more on the base (pretrained) embeddings and join the same way. Finetuning pushes
     # one person's never-matched pieces apart (the sitcom father 0.50 -> 0.83), and the base space still has them
-    # each other's nearest; the chance bound is the base space's own. Not in the paper (README "Accuracy").
+    # each other's nearest; the chance bound is the base space's own. Not in the paper. Off: over the 8 labelled
+    # videos x seeds 2-5 it mended 3 splits (and 4 on the rendered episodes) but merged a man and a woman on the
+    # campaign video on two seeds (README "Joining on the base embeddings too").
     join_base_matches: bool = False
     # vcn only: then join clusters whose people dress alike (the torso's colours under the face, stored by stage 1)
     # where one is the other's nearest cluster by face and their clothes are more alike than those of any two
