@@ -103,7 +103,7 @@ def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:
     shown = column.is_valid().to_numpy(zero_copy_only=False)
     if not shown.any():
         return {}
-    hists = column.flatten().to_numpy().reshape(int(shown.sum()), -1).astype(np.float64)  # nulls hold no values
+    hists = column.flatten().to_numpy().reshape(int(shown.sum()), -1)  # nulls hold no values
     ids, means = group_means(hists, crops.column("track_id").to_numpy()[shown])
     return {int(t): m for t, m in zip(ids.tolist(), means.astype(np.float32))}
 
