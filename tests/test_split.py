@@ -176,3 +176,51 @@ def test_frozen_passes_feeding_training_run_in_bfloat16_only_when_set(setting, m
     assert calls and not any(autocast for _, _, autocast in calls)
     assert embeddings.dtype == p.dtype == l.dtype == torch.float32
     assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
+
+
+def test_low_res_keeps_the_front_of_the_video_crops_and_later_passes_give_the_same_numbers():
+    """ssl.front_cache_mib: once a no-gradient pass over the crops being finetuned on needs the frozen front, its
+    output is kept, and every later pass over that very tensor (teacher embeddings for matching and at the end,
+    the student's for Algorithm 1) starts from it: the same numbers bit for bit as running the whole backbone."""
+    crops, tracks = toy_crops(n_tracks=5, per_track=7)           # 35 crops: batches of 16 and a remainder
+    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers="low_res", cpu_forward_chunk=3)
+    seen_between_rounds = []
+
+    def match_fn(trainer):
+        seen_between_rounds.append(trainer.teacher_embeddings(crops))
+        return {}
+
+    trainer = finetune(graph_backbone(), crops, tracks, cfg, match_fn=match_fn)
+    assert len(seen_between_rounds) == 2 and trainer.front is not None and len(trainer.front) == len(crops)
+    copy_of_crops = crops.clone()                                # another tensor: the whole backbone runs
+    assert torch.equal(trainer.teacher_embeddings(crops), trainer.teacher_embeddings(copy_of_crops))
+    p, l = trainer.probs_and_log_probs(crops)
+    p2, l2 = trainer.probs_and_log_probs(copy_of_crops)
+    assert torch.equal(p, p2) and torch.equal(l, l2)
+    trainer.forget_front()
+    assert trainer.front is None
+
+    # A budget too small for the crops: nothing is kept, the same numbers.
+    small = finetune(graph_backbone(), crops, tracks, small_cfg(rounds=3, warmup_views=2, backbone_layers="low_res",
+                                                              cpu_forward_chunk=3, front_cache_mib=0))
+    assert small.front is None
+    torch.testing.assert_close(small.teacher_embeddings(crops), trainer.teacher_embeddings(crops), rtol=0, atol=0)
+    assert small.front is None
+
+
+def test_sface_kept_front_gives_the_whole_backbones_numbers_bit_for_bit():
+    """The same on SFace with the CPU defaults (channels-last weights, pieces of 8 crops, a last short piece)."""
+    from vcn.config import SSLConfig
+    from vcn.models import load_backbone
+    from vcn.ssl.train import SelfDistillation
+
+    crops = (torch.rand(21, 3, 112, 112, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    trainer = SelfDistillation.create(load_backbone("sface"), len(crops),
+                                      SSLConfig(device="cpu", backbone_layers="low_res", eval_batch_size=16))
+    trainer.video_crops = crops
+    kept = trainer.teacher_embeddings(crops)
+    assert trainer.front is not None and trainer.front.shape == (21, 256, 14, 14)
+    assert torch.equal(kept, trainer.teacher_embeddings(crops.clone()))
+    p, l = trainer.probs_and_log_probs(crops, kept)
+    p2, l2 = trainer.probs_and_log_probs(crops.clone(), kept)
+    assert torch.equal(p, p2) and torch.equal(l, l2)

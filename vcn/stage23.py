@@ -207,8 +207,15 @@ class FinetunedVideo:
         finetuned embeddings, which are its backbone's outputs: one backbone pass over the crops fewer."""
         if self._loss_terms is None:
             keep = self.prep.clusterable
-            self._loss_terms = self.trainer.probs_and_log_probs(self.prep.images[keep], self.tuned[keep])
+            self._loss_terms = self.trainer.probs_and_log_probs(_clusterable_images(self.prep), self.tuned[keep])
+            self.trainer.forget_front()
         return self._loss_terms
+
+
+def _clusterable_images(prep: _Prepared) -> torch.Tensor:
+    """The clusterable crops' images: `prep.images` itself when every good crop is clusterable (the default), so
+    the trainer recognises the crops it finetunes on and reuses its kept front (vcn.ssl.train)."""
+    return prep.images if prep.clusterable.all() else prep.images[prep.clusterable]
 
 
 # Coarse matching between rounds: (teacher embeddings of the clusterable crops, their tracks) -> matches.
@@ -248,7 +255,7 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
         return matches
 
     def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
-        return match(lambda: trainer.teacher_embeddings(prep.images[clusterable]))
+        return match(lambda: trainer.teacher_embeddings(_clusterable_images(prep)))
 
     # ssl.match_base_first: the same matching on the base embeddings, before the first round.
     first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else {}

@@ -142,6 +142,10 @@ class SelfDistillation:
     logs: list[RoundLog] = field(default_factory=list)
     trunk_views: torch.Tensor | None = None  # split backbone: trunk outputs of the augmented views [V, N, ...]
     frozen_bfloat16: bool = False            # frozen no-gradient passes feeding training run in bfloat16
+    # low_res: the crops being finetuned on (set by `finetune`) and, once a no-gradient pass over that very tensor
+    # has needed it, the frozen front's output on them (ssl.front_cache_mib; `_backbone_outputs`).
+    video_crops: torch.Tensor | None = None
+    front: torch.Tensor | None = None
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
@@ -362,8 +366,42 @@ class SelfDistillation:
     # ----- outputs used by matching and clustering ------------------------------------------------------------
     def teacher_embeddings(self, crops_uint8: torch.Tensor) -> torch.Tensor:
         """The finetuned backbone's embeddings (teacher's backbone, as DINO evaluates the teacher)."""
-        return run_in_batches(self.teacher, crops_uint8, self.cfg.eval_batch_size, self.device,
-                              lambda x: self._backbone_no_grad(self.teacher.backbone, x))
+        return self._backbone_outputs(self.teacher, crops_uint8)
+
+    def _backbone_outputs(self, network: BackboneWithHead, crops_uint8: torch.Tensor) -> torch.Tensor:
+        """`network`'s backbone on un-augmented uint8 crops, without gradients, in eval batches.
+
+        On the very tensor `finetune` trains on (`video_crops`), with the front frozen (low_res), the front's
+        output is computed once and kept (`_kept_front`), and this and every later such pass runs only the layers
+        after it. Student and teacher share the frozen front's weights (it is never trained or averaged), and the
+        kept output is cut into the same batches and pieces as the whole backbone's pass, so the numbers are the
+        same bit for bit (tests/test_ssl.py)."""
+        batch = self.cfg.eval_batch_size
+        front = self._kept_front(crops_uint8)
+        if front is None:
+            return run_in_batches(network, crops_uint8, batch, self.device,
+                                  lambda x: self._backbone_no_grad(network.backbone, x))
+        tail = network.from_trunk[0]
+        return run_in_batches(network, front, batch, self.device, lambda x: self._backbone_no_grad(tail, x))
+
+    def _kept_front(self, crops_uint8: torch.Tensor) -> torch.Tensor | None:
+        """The frozen front's output on `crops_uint8` where they are `video_crops` and it fits in
+        ssl.front_cache_mib (computed on first use); else None."""
+        if crops_uint8 is not self.video_crops or self.cfg.backbone_layers != "low_res" or not self.student.split:
+            return None
+        if self.front is None:
+            trunk = self.student.backbone[0]
+            with torch.no_grad():
+                per_crop = trunk(as_float_batch(crops_uint8[:1], self.device)).numel() * 4
+            if len(crops_uint8) * per_crop > self.cfg.front_cache_mib * 2**20:
+                return None
+            self.front = run_in_batches(trunk, crops_uint8, self.cfg.eval_batch_size, self.device,
+                                        lambda x: self._backbone_no_grad(trunk, x))
+        return self.front
+
+    def forget_front(self) -> None:
+        """Free the kept front (after the last pass that reads it: Algorithm 1's terms)."""
+        self.front = None
 
     def probs_and_log_probs(self, crops_uint8: torch.Tensor, teacher_embeddings: torch.Tensor | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,8 +415,8 @@ class SelfDistillation:
         if teacher_embeddings is None:
             teacher_embeddings = self.teacher_embeddings(crops_uint8)
         z_t = run_in_batches(self.teacher, teacher_embeddings, batch, self.device, self.teacher.head)
-        z_s = run_in_batches(self.student, crops_uint8, batch, self.device,
-                             lambda x: self._no_grad_forward(self.student, x))
+        z_s = run_in_batches(self.student, self._backbone_outputs(self.student, crops_uint8), batch, self.device,
+                             self.student.head)
         return algorithm1_terms(z_t, z_s, self.loss.center.detach().cpu(), self.cfg.teacher_temp,
                                 self.cfg.student_temp, self.cfg.prototype_sets)
 
@@ -397,6 +435,7 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
+    trainer.video_crops = crops_uint8
     rng = np.random.default_rng(cfg.seed)          # the same on every rank: every rank draws the same pairs
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     matches: Matches = dict(first_matches or {})
