@@ -58,13 +58,14 @@ def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_p
     assert (paper.ssl.ema_start, paper.ssl.lr_backbone, paper.ssl.warmup_epochs) == (0.996, 1e-5, 50)
     assert (paper.match.method, default.match.method) == ("gaussian", "gaussian_mutual_chance")
     assert (paper.cluster.join_final_matches, default.cluster.join_final_matches) == (False, True)
+    assert (paper.ssl.rounds, default.ssl.rounds) == (3, 2)
     # Every setting a preset names differs from the default (a preset entry that changes nothing is stale).
     for section, values in PRESETS["paper"].items():
         assert any(getattr(getattr(default, section), k) != v for k, v in values.items()), section
     assert RunConfig.load(None, preset="default").to_dict() == default.to_dict()
     f = tmp_path / "c.json"
     f.write_text('{"cluster": {"merge_rule": "both"}}')
-    mixed = RunConfig.load(f, ["ssl.rounds=2"], preset="paper")
-    assert (mixed.cluster.merge_rule, mixed.ssl.rounds, mixed.ssl.ema_start) == ("both", 2, 0.996)
+    mixed = RunConfig.load(f, ["ssl.rounds=4"], preset="paper")
+    assert (mixed.cluster.merge_rule, mixed.ssl.rounds, mixed.ssl.ema_start) == ("both", 4, 0.996)
     with pytest.raises(VcnError, match="preset 'papr' is unknown; choose one of default, paper"):
         RunConfig.load(None, preset="papr")
