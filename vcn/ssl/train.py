@@ -375,7 +375,7 @@ class SelfDistillation:
         output is computed once and kept (`_kept_front`), and this and every later such pass runs only the layers
         after it. Student and teacher share the frozen front's weights (it is never trained or averaged), and the
         kept output is cut into the same batches and pieces as the whole backbone's pass, so the numbers are the
-        same bit for bit (tests/test_ssl.py)."""
+        same bit for bit (tests/test_split.py)."""
         batch = self.cfg.eval_batch_size
         front = self._kept_front(crops_uint8)
         if front is None:
