@@ -178,12 +178,13 @@ def test_frozen_passes_feeding_training_run_in_bfloat16_only_when_set(setting, m
     assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
 
 
-def test_low_res_keeps_the_front_of_the_video_crops_and_later_passes_give_the_same_numbers():
+@pytest.mark.parametrize("layers", ["low_res", "tail"])
+def test_a_split_backbone_keeps_the_front_of_the_video_crops_and_later_passes_give_the_same_numbers(layers):
     """ssl.front_cache_mib: once a no-gradient pass over the crops being finetuned on needs the frozen front, its
     output is kept, and every later pass over that very tensor (teacher embeddings for matching and at the end,
     the student's for Algorithm 1) starts from it: the same numbers bit for bit as running the whole backbone."""
     crops, tracks = toy_crops(n_tracks=5, per_track=7)           # 35 crops: batches of 16 and a remainder
-    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers="low_res", cpu_forward_chunk=3)
+    cfg = small_cfg(rounds=3, warmup_views=2, backbone_layers=layers, cpu_forward_chunk=3)
     seen_between_rounds = []
 
     def match_fn(trainer):
@@ -201,7 +202,7 @@ def test_low_res_keeps_the_front_of_the_video_crops_and_later_passes_give_the_sa
     assert trainer.front is None
 
     # A budget too small for the crops: nothing is kept, the same numbers.
-    small = finetune(graph_backbone(), crops, tracks, small_cfg(rounds=3, warmup_views=2, backbone_layers="low_res",
+    small = finetune(graph_backbone(), crops, tracks, small_cfg(rounds=3, warmup_views=2, backbone_layers=layers,
                                                               cpu_forward_chunk=3, front_cache_mib=0))
     assert small.front is None
     torch.testing.assert_close(small.teacher_embeddings(crops), trainer.teacher_embeddings(crops), rtol=0, atol=0)

@@ -195,8 +195,9 @@ class SSLConfig:
     # against 0.933): off (README "Cost", session 17). The teacher's targets, the trained layers and every
     # embedding that matching and clustering read stay float32 either way.
     frozen_bfloat16: bool = False
-    # low_res: keep the frozen front's output on the video's un-augmented crops once it is first computed, up to
-    # this many MiB (SFace: 196 KiB a crop, so about 1,300 crops), so every later no-gradient pass over those crops
+    # low_res and tail: keep the frozen trunk's output on the video's un-augmented crops once it is first computed,
+    # up to this many MiB (SFace's low_res front: 196 KiB a crop, so about 1,300 crops), so every later no-gradient
+    # pass over those crops
     # (the teacher's embeddings between rounds and at the end, the student's for Algorithm 1) runs only the
     # layers after it: the front is 0.6 of such a pass on a CPU core. The same numbers bit for bit (the passes
     # keep their batches and pieces). 0 = never; a longer video than the budget holds runs the front each time,

@@ -142,8 +142,9 @@ class SelfDistillation:
     logs: list[RoundLog] = field(default_factory=list)
     trunk_views: torch.Tensor | None = None  # split backbone: trunk outputs of the augmented views [V, N, ...]
     frozen_bfloat16: bool = False            # frozen no-gradient passes feeding training run in bfloat16
-    # low_res: the crops being finetuned on (set by `finetune`) and, once a no-gradient pass over that very tensor
-    # has needed it, the frozen front's output on them (ssl.front_cache_mib; `_backbone_outputs`).
+    # Split backbone (low_res, tail): the crops being finetuned on (set by `finetune`) and, once a no-gradient pass
+    # over that very tensor has needed it, the frozen trunk's output on them (ssl.front_cache_mib;
+    # `_backbone_outputs`).
     video_crops: torch.Tensor | None = None
     front: torch.Tensor | None = None
 
@@ -371,9 +372,9 @@ class SelfDistillation:
     def _backbone_outputs(self, network: BackboneWithHead, crops_uint8: torch.Tensor) -> torch.Tensor:
         """`network`'s backbone on un-augmented uint8 crops, without gradients, in eval batches.
 
-        On the very tensor `finetune` trains on (`video_crops`), with the front frozen (low_res), the front's
-        output is computed once and kept (`_kept_front`), and this and every later such pass runs only the layers
-        after it. Student and teacher share the frozen front's weights (it is never trained or averaged), and the
+        On the very tensor `finetune` trains on (`video_crops`), with a frozen front (the trunk of low_res or tail),
+        the front's output is computed once and kept (`_kept_front`), and this and every later such pass runs only
+        the layers after it. Student and teacher share the frozen front's weights (never trained or averaged), and the
         kept output is cut into the same batches and pieces as the whole backbone's pass, so the numbers are the
         same bit for bit (tests/test_split.py)."""
         batch = self.cfg.eval_batch_size
@@ -387,7 +388,7 @@ class SelfDistillation:
     def _kept_front(self, crops_uint8: torch.Tensor) -> torch.Tensor | None:
         """The frozen front's output on `crops_uint8` where they are `video_crops` and it fits in
         ssl.front_cache_mib (computed on first use); else None."""
-        if crops_uint8 is not self.video_crops or self.cfg.backbone_layers != "low_res" or not self.student.split:
+        if crops_uint8 is not self.video_crops or not self.student.split:
             return None
         if self.front is None:
             trunk = self.student.backbone[0]
