@@ -91,8 +91,13 @@ def test_peak_memory_measures_one_piece_of_work():
         pass
     with PeakMemory() as outer:
         with PeakMemory() as inner:
-            block = np.ones(200 * MIB, np.uint8)  # 200 MiB touched, held longer than a sampling period, freed
-            time.sleep(0.1)
+            block = np.ones(200 * MIB, np.uint8)  # 200 MiB touched, held until both samplers have read it, freed
+            # Wait on the samplers' own readings, not a fixed sleep: on a loaded 2-core CI machine a 0.1 s
+            # sleep once passed with neither thread scheduled, and the spike went unseen.
+            taken = inner.samples, outer.samples
+            deadline = time.monotonic() + 30
+            while (inner.samples < taken[0] + 2 or outer.samples < taken[1] + 2) and time.monotonic() < deadline:
+                time.sleep(0.01)
             del block
         with PeakMemory() as later:
             pass

@@ -51,6 +51,7 @@ class PeakMemory:
 
     def __init__(self):
         self.peak_kib = 0
+        self.samples = 0  # readings taken so far (the tests wait on it: a busy machine can delay the thread)
         self._stop = None
 
     def __enter__(self) -> "PeakMemory":
@@ -73,6 +74,7 @@ class PeakMemory:
 
     def note(self) -> None:
         kib = _private_rss_kib()
+        self.samples += 1
         if kib > self.peak_kib:
             self.peak_kib = kib
 
