@@ -369,7 +369,7 @@ TABLE_METHODS = ("vcn", "vcn_paper", "vcn_no_finetune", "vcn_all_at_once", "vcn_
 
 
 def markdown_table(results: dict) -> str:
-    """The README's table from a results JSON: a row per video, per method clusters, WCP, PCR, BCubed F."""
+    """The table of docs/measurements.md from a results JSON: a row per video, per method clusters, WCP, PCR, BCubed F."""
     videos = results.get("videos", {})
     chosen = results.get("summary", {}).get("hac_threshold_chosen_once")
     methods = [m if m != "hac_once" else f"hac_{chosen}" for m in TABLE_METHODS]
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "clustering.json"))
     parser.add_argument("--videos", default=",".join([*REAL, "hamilton", *HELD_OUT, *EPISODES]))
     parser.add_argument("--timing-only", action="store_true")
-    parser.add_argument("--table", metavar="JSON", help="print the README table from a results file and stop")
+    parser.add_argument("--table", metavar="JSON", help="print the docs/measurements.md table from a results file and stop")
     parser.add_argument("--brute-max", type=int, default=1000,
                         help="largest track count also timed by brute force (larger ones are extrapolated)")
     parser.add_argument("--crops-per-track", type=int, default=4)

@@ -150,7 +150,7 @@ def test_tv_track_statistics_match_the_readme(episodes, capsys):
         print("\nepisode        tracks(.mat)  tracks(.ids)  labelled  identities  identities(.ids)")
         for r in rows:
             print(f"{r[0]:<14} {r[1]:>12} {r[2]:>13} {r[3]:>9} {r[4]:>11} {r[5]:>17}")
-    # README: 524-1194 tracks and 6-45 identities per episode (counted in the .ids files).
+    # shared data README: 524-1194 tracks and 6-45 identities per episode (counted in the .ids files).
     assert min(r[2] for r in rows) == 524 and max(r[2] for r in rows) == 1194
     assert min(r[5] for r in rows) == 6 and max(r[5] for r in rows) == 45
     assert all(r[4] == r[5] for r in rows)  # the few tracks only the .mat names add no new person

@@ -370,7 +370,7 @@ def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     crops, tracks = toy_crops()
     # DINO's slow teacher (0.996, the paper preset's): on these 20 toy crops, 90 head steps at the default 0.9
     # let the teacher head follow the student into a near-uniform output. The default is judged on real clips
-    # (README "Accuracy"), where it gave the best clusters; this test pins the warm-up's mechanics.
+    # (docs/measurements.md "Accuracy"), where it gave the best clusters; this test pins the warm-up's mechanics.
     cfg = small_cfg(warmup_epochs=30, rounds=1, epochs_per_round=0, ema_start=0.996)
     trainer = finetune(ToyBackbone(), crops, tracks, cfg)
     first = trainer.logs[0]

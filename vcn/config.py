@@ -45,10 +45,10 @@ class DetectConfig:
 
 @dataclass
 class QualityGateConfig:
-    # Unknown is for faces nobody can name, not for small or dim ones (README "Accuracy"). Measured on the
-    # labelled real clips: no labelled track had all its crops below 16 px or a blur variance of 5, while the
-    # earlier 24 px / 15 sent 2 of 78 labelled tracks to Unknown (they stay in the `paper` preset).
-    # Faces smaller than this (shorter box side, pixels) are Unknown (METHOD.md stage 1.3).
+    # Unknown is for faces nobody can name, not for small or dim ones (docs/measurements.md "Accuracy"). Measured on
+    # the labelled real clips: no labelled track had all its crops below 16 px or a blur variance of 5, while the
+    # earlier 24 px / 15 sent 2 of 78 labelled tracks to Unknown (they stay in the `paper` preset). Faces smaller than
+    # this (shorter box side, pixels) are Unknown (METHOD.md stage 1.3).
     min_face_px: float = 16.0
     # Variance of the Laplacian of the aligned 112x112 grey crop; below this the crop is too blurred.
     min_blur_var: float = 5.0
@@ -89,15 +89,15 @@ class SSLConfig:
     head_hidden: int = 2048
     head_bottleneck: int = 256
     head_out: int = 4096
-    # Prototype sets: the head's last layer holds this many independent sets of head_out prototypes on one
-    # bottleneck; Eq. 2 is taken per set and averaged, in training and as Algorithm 1's distance. 1 = the paper.
-    # With one set the teacher is one-hot and uses about one prototype per person, so two look-alikes that land
-    # on the same prototype have a cross loss as low as each track's own, and Algorithm 1 merges them; with 4
-    # sets they must share a prototype in every set to look alike (README "Accuracy", benchmarks/seeds.py:
-    # chosen on the 8 labelled videos over 2 seeds). ~5% more stage-2 time (the extra prototypes are one matmul).
+    # Prototype sets: the head's last layer holds this many independent sets of head_out prototypes on one bottleneck;
+    # Eq. 2 is taken per set and averaged, in training and as Algorithm 1's distance. 1 = the paper. With one set the
+    # teacher is one-hot and uses about one prototype per person, so two look-alikes that land on the same prototype
+    # have a cross loss as low as each track's own, and Algorithm 1 merges them; with 4 sets they must share a
+    # prototype in every set to look alike (docs/measurements.md "Accuracy", benchmarks/seeds.py: chosen on the 8
+    # labelled videos over 2 seeds). ~5% more stage-2 time (the extra prototypes are one matmul).
     prototype_sets: int = 4
-    # DINO's value (METHOD.md). 0.02-0.07 measured on seeds 2, 3 (README "The teacher's temperature"): softer
-    # splits the sitcom further, sharper merges the golf promo's look-alikes; none buys purity.
+    # DINO's value (METHOD.md). 0.02-0.07 measured on seeds 2, 3 (docs/measurements.md "The teacher's temperature"):
+    # softer splits the sitcom further, sharper merges the golf promo's look-alikes; none buys purity.
     teacher_temp: float = 0.04
     student_temp: float = 0.1
     center_momentum: float = 0.9
@@ -109,25 +109,25 @@ class SSLConfig:
     ema_end: float = 1.0
     # Full-finetuning rounds (matching between them). 2, not METHOD.md's 3 (the paper preset): over the 8
     # labelled videos x seeds 2-9, none used to choose a default, two scored mean F 0.932 against three's 0.928,
-    # WCP >= 0.97 on 51 of 64 against 52, for 0.78x the stage-2 time (README "Cost", session 19).
+    # WCP >= 0.97 on 51 of 64 against 52, for 0.78x the stage-2 time (docs/measurements.md "Cost", session 19).
     rounds: int = 2
     # Frozen backbone, heads only (first round), on cached features of `warmup_views` augmented views per
     # crop. 10 epochs (the paper preset: 50) because each head step costs ~0.1-0.3 s on a CPU core (a 2048-wide
     # MLP to 4096 prototypes) and 50 epochs of the 82-s sitcom were 500 steps, more than stage 1 (issue 13).
-    # Measured only together with the other default changes (README "Accuracy"), not on its own.
+    # Measured only together with the other default changes (docs/measurements.md "Accuracy"), not on its own.
     warmup_epochs: int = 10
     warmup_views: int = 4
-    # Which backbone weights the full finetune trains (vcn/ssl/split.py). "low_res" (default): the layers from 1/8
-    # of the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights); the high-resolution
-    # front stays frozen and runs without gradients once per step for student and teacher. The front is 1.4% of
-    # the weights but most of a step's time (a step costs 0.51x the whole network's on a CPU core), and freezing it
-    # scored as "all" over 8 labelled videos x 2 seeds (mean BCubed F 0.960 against 0.961; README "Accuracy").
+    # Which backbone weights the full finetune trains (vcn/ssl/split.py). "low_res" (default): the layers from 1/8 of
+    # the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights); the high-resolution front
+    # stays frozen and runs without gradients once per step for student and teacher. The front is 1.4% of the weights
+    # but most of a step's time (a step costs 0.51x the whole network's on a CPU core), and freezing it scored as
+    # "all" over 8 labelled videos x 2 seeds (mean BCubed F 0.960 against 0.961; docs/measurements.md "Accuracy").
     # "all": every layer trains (the paper, and the paper preset). "tail": the backbone is cut at its narrowest
-    # single-tensor point that leaves at least half of its weights after it (SFace: after conv_13's depthwise
-    # layer, 83% of the weights), the frozen trunk runs once per crop and augmented view for the whole finetune,
-    # and every step trains only tail and head: stage 2 2-3x cheaper on a CPU (full rounds ~12x) but lower (mean F
-    # 0.922 with 4 views, 0.936 with 12, against 0.951 for "all" over 2 seeds, session 11): the layers between
-    # conv_7 and conv_13 must train. Backbones without a graph train "all".
+    # single-tensor point that leaves at least half of its weights after it (SFace: after conv_13's depthwise layer,
+    # 83% of the weights), the frozen trunk runs once per crop and augmented view for the whole finetune, and every
+    # step trains only tail and head: stage 2 2-3x cheaper on a CPU (full rounds ~12x) but lower (mean F 0.922 with 4
+    # views, 0.936 with 12, against 0.951 for "all" over 2 seeds, session 11): the layers between conv_7 and conv_13
+    # must train. Backbones without a graph train "all".
     backbone_layers: str = "low_res"
     # Full finetuning epochs per round: the CPU cost (one epoch of 300 crops is ~600 student forward+backward
     # and ~600 teacher forward passes of SFace). 1 keeps a 30-track x 10-crop video within a few minutes.
@@ -153,13 +153,12 @@ class SSLConfig:
     max_rotation_deg: float = 10.0
     max_colour_shift: float = 0.1
     seed: int = 0
-    # Beyond the paper (whose first round pairs crops of one track only): coarse matching also runs once before
-    # the first round, on the base embeddings, so the warm-up and the first round already pair matched tracks.
-    # Finetuning pushes tracks it never paired apart (the sitcom father's two pieces: 0.50 apart before, 0.83
-    # after), and on the base embeddings the default's matching links more of one person's track pairs on the
-    # sitcom (14 against 11 on seed 0's finetuned ones, none wrong). Off: over the 8 labelled videos x seeds 2, 3
-    # mean F 0.933 against 0.933 and the short golf cut's golfers merged on seed 3 (README "Matching before the
-    # first round").
+    # Beyond the paper (whose first round pairs crops of one track only): coarse matching also runs once before the
+    # first round, on the base embeddings, so the warm-up and the first round already pair matched tracks. Finetuning
+    # pushes tracks it never paired apart (the sitcom father's two pieces: 0.50 apart before, 0.83 after), and on the
+    # base embeddings the default's matching links more of one person's track pairs on the sitcom (14 against 11 on
+    # seed 0's finetuned ones, none wrong). Off: over the 8 labelled videos x seeds 2, 3 mean F 0.933 against 0.933
+    # and the short golf cut's golfers merged on seed 3 (docs/measurements.md "Matching before the first round").
     match_base_first: bool = False
     # Pairs drawn per crop and epoch (each crop of the video is a pair's first side this often): the amount of
     # training per epoch, warm-up and full rounds alike.
@@ -177,7 +176,7 @@ class SSLConfig:
     # 16 ms per crop in pieces of up to 16 and 46 ms in one batch of 64: the activations of 64 crops outgrow
     # the CPU's caches. The backbone runs with inference statistics, so each crop's output depends on it alone
     # up to float rounding (~1e-6: oneDNN picks kernels by batch size); finetuning carries that to ~1e-3, a
-    # seed-sized effect (README "Cost"). A GPU runs whole batches.
+    # seed-sized effect (docs/measurements.md "Cost"). A GPU runs whole batches.
     cpu_forward_chunk: int = 8
     # On a CPU, student and teacher keep their convolution weights channels-last, oneDNN's native layout: with
     # two threads an SFace training step (4 crops) took 0.86x and a no-gradient pass (8 crops) 0.72x the
@@ -188,12 +187,12 @@ class SSLConfig:
     fused_optimizer: bool = True
     # Run the frozen layers' no-gradient passes that only feed training (the warm-up's cached views of the whole
     # backbone; the "low_res" front at every full-finetuning step) in bfloat16 autocast, where the hardware has
-    # bfloat16 matrix units (a CPU with AMX or AVX512-BF16, or CUDA); float32 elsewhere. On an AMX CPU those
-    # passes take 0.38-0.45x the time and stage 2 0.87x, and a real crop's SFace embedding moves by at most 0.3%
-    # (cosine >= 0.997), but over the 8 labelled videos x seeds 0-3 it split the sitcom by one to three more
-    # clusters on every seed (mean F 0.931 against 0.946; on seeds 2-3, never used to choose a default, 0.931
-    # against 0.933): off (README "Cost", session 17). The teacher's targets, the trained layers and every
-    # embedding that matching and clustering read stay float32 either way.
+    # bfloat16 matrix units (a CPU with AMX or AVX512-BF16, or CUDA); float32 elsewhere. On an AMX CPU those passes
+    # take 0.38-0.45x the time and stage 2 0.87x, and a real crop's SFace embedding moves by at most 0.3% (cosine >=
+    # 0.997), but over the 8 labelled videos x seeds 0-3 it split the sitcom by one to three more clusters on every
+    # seed (mean F 0.931 against 0.946; on seeds 2-3, never used to choose a default, 0.931 against 0.933): off
+    # (docs/measurements.md "Cost", session 17). The teacher's targets, the trained layers and every embedding that
+    # matching and clustering read stay float32 either way.
     frozen_bfloat16: bool = False
     # low_res and tail: keep the frozen trunk's output on the video's un-augmented crops once it is first computed,
     # up to this many MiB (SFace's low_res front: 196 KiB a crop, so about 1,300 crops), so every later no-gradient
@@ -214,7 +213,7 @@ class MatchConfig:
     # frame and how close two of its tracks come by chance (vcn.matching, vcn.chance). vcn's clusters follow its
     # coarse matches (the head gives each matched group about one prototype), and the Gaussian rule links two
     # looks of one person rarely (17% of same-person track pairs on the labelled videos). Chosen over 2 seeds on
-    # the labelled videos, purity first (README "Accuracy", benchmarks/results/seeds.json).
+    # the labelled videos, purity first (docs/measurements.md "Accuracy", benchmarks/results/seeds.json).
     # gaussian_mutual: without the chance bound (the default before): it merged the short golf cut's look-alike
     # presenters on both seeds and, on a montage of people seen once, strangers (a stranger is then a track's
     # nearest, and the few faces seen together are far apart: WCP 0.82-0.91, seeds_held_out.json).
@@ -245,7 +244,7 @@ class SerfiqConfig:
     mad_k: float = 3.0
     # Send SER-FIQ low outliers (MAD rule) to Unknown, as the paper does. Off by default: on the labelled real
     # clips the rule flagged 7 nameable tracks (the small faces of Friends and a crowd) and 1 false detection,
-    # because SFace's SER-FIQ scores of real faces and of false detections overlap (README "Accuracy").
+    # because SFace's SER-FIQ scores of real faces and of false detections overlap (docs/measurements.md "Accuracy").
     # Either way every track's quality is in the clusters table (track_quality).
     exclude_outliers: bool = False
     seed: int = 0
@@ -260,38 +259,38 @@ class ClusterConfig:
     method: str = "vcn"
     # Distance inside Algorithm 1: loss (the paper's Eq. 2) | cosine (the paper's ablation)
     metric: str = "loss"
-    # Algorithm 1's merge test for clusters j, k: "both" = Sim_jk < min(Thres_j, Thres_k), "either" = below
-    # max(...). The paper's "lower than either" reads both ways (METHOD.md); chosen by measurement on the
-    # development set (README "Accuracy"); `--preset paper` keeps "either", the reading implemented first.
+    # Algorithm 1's merge test for clusters j, k: "both" = Sim_jk < min(Thres_j, Thres_k), "either" = below max(...).
+    # The paper's "lower than either" reads both ways (METHOD.md); chosen by measurement on the development set
+    # (docs/measurements.md "Accuracy"); `--preset paper` keeps "either", the reading implemented first.
     merge_rule: str = "either"
-    # Algorithm 1's merges per iteration: "all" matched pairs at once, transitively (the paper), or "best_first":
-    # one merge per iteration, the lowest-Sim matched pair, the merged cluster re-judged before the next. Measured
-    # on the 8 labelled videos with one finetune each: best_first took the golf promo from 7 clusters with 2
-    # golfers merged (BCubed F 0.83) to 8 (0.93) and left the other 7 videos' clusters as they were (README
+    # Algorithm 1's merges per iteration: "all" matched pairs at once, transitively (the paper), or "best_first": one
+    # merge per iteration, the lowest-Sim matched pair, the merged cluster re-judged before the next. Measured on the
+    # 8 labelled videos with one finetune each: best_first took the golf promo from 7 clusters with 2 golfers merged
+    # (BCubed F 0.83) to 8 (0.93) and left the other 7 videos' clusters as they were (docs/measurements.md
     # "Accuracy"); the paper preset keeps "all".
     merge_order: str = "best_first"
-    # Two tracks with a detection in one frame are two people: never merged (nor coarsely matched). Not in the
-    # paper (its preset leaves it off); on the paper's TV episodes 16 of 4,938 same-frame track pairs are one
-    # person (0.3%), and it stops "either" from chaining co-occurring people together (README "Accuracy").
+    # Two tracks with a detection in one frame are two people: never merged (nor coarsely matched). Not in the paper
+    # (its preset leaves it off); on the paper's TV episodes 16 of 4,938 same-frame track pairs are one person (0.3%),
+    # and it stops "either" from chaining co-occurring people together (docs/measurements.md "Accuracy").
     cannot_link: bool = True
     # vcn only: after Algorithm 1, match tracks once more with the coarse matching (match.method) on the finetuned
-    # embeddings and join the clusters of matched tracks, nearest first, never two tracks sharing a frame. The
-    # rounds match between finetunes, but the last round's embeddings were never matched, and vcn's clusters
-    # follow the matches. Chosen over 2 seeds on the labelled videos (README "Accuracy": mean F 0.951 against
-    # 0.937 without); on the held-out montage it joined two pairs of strangers on one seed. Not in the paper.
+    # embeddings and join the clusters of matched tracks, nearest first, never two tracks sharing a frame. The rounds
+    # match between finetunes, but the last round's embeddings were never matched, and vcn's clusters follow the
+    # matches. Chosen over 2 seeds on the labelled videos (docs/measurements.md "Accuracy": mean F 0.951 against 0.937
+    # without); on the held-out montage it joined two pairs of strangers on one seed. Not in the paper.
     join_final_matches: bool = True
     # vcn only: then match once more on the base (pretrained) embeddings and join the same way. Finetuning pushes
     # one person's never-matched pieces apart (the sitcom father 0.50 -> 0.83), and the base space still has them
     # each other's nearest; the chance bound is the base space's own. Not in the paper. Off: over the 8 labelled
     # videos x seeds 2-5 it mended 3 splits (and 4 on the rendered episodes) but merged a man and a woman on the
-    # campaign video on two seeds (README "Joining on the base embeddings too").
+    # campaign video on two seeds (docs/measurements.md "Joining on the base embeddings too").
     join_base_matches: bool = False
     # vcn only: then join clusters whose people dress alike (the torso's colours under the face, stored by stage 1)
     # where one is the other's nearest cluster by face and their clothes are more alike than those of any two
     # people seen in one frame (vcn.clustering.clothes). The splits left after the final join are one person's
     # looks that SFace puts farther apart than strangers; within a video clothes mostly stay. Not in the paper.
     # Off: over the 8 labelled videos x 2 seeds it joined 4 split people (mean F 0.965 / 0.955 -> 0.983 / 0.970)
-    # but merged two golfers in one team polo on seed 1, in both cuts of the promo (README "Clothes").
+    # but merged two golfers in one team polo on seed 1, in both cuts of the promo (docs/measurements.md "Clothes").
     join_same_clothes: bool = False
     max_iterations: int = 100
     # Baselines only (Algorithm 1 has no threshold). 0.6 cosine distance was best for SFace on lfw150.
@@ -439,7 +438,7 @@ class RunConfig:
 
 
 # Named configurations (`vcn run --preset NAME`). "default" is vcn's own, chosen on the development set
-# (README "Accuracy"); "paper" is VideoClusterNet as first implemented from the paper (METHOD.md), kept
+# (docs/measurements.md "Accuracy"); "paper" is VideoClusterNet as first implemented from the paper (METHOD.md), kept
 # runnable and measured beside the default: every setting where the default departs from it.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},

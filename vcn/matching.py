@@ -169,7 +169,7 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     below_chance: also closer than two of the video's tracks come by chance (vcn.chance over every pair of
     tracks not sharing a frame). A video with few faces seen together shows few different-person distances,
     and their closest may still be farther than two strangers who are each other's nearest (a montage of
-    people seen once: README "Accuracy")."""
+    people seen once: docs/measurements.md "Accuracy")."""
     ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     if len(shared_frame) == 0:

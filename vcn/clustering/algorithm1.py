@@ -85,8 +85,8 @@ def algorithm1(p: np.ndarray | torch.Tensor, l: np.ndarray | torch.Tensor, track
 
     Start with one cluster per track; clusters j, k match when Sim[j, k] is below their thresholds:
     merge_rule "both" (Sim < min(Thres_j, Thres_k)) or "either" (Sim < max(Thres_j, Thres_k)), the two
-    readings of the paper's "lower than either" (METHOD.md; README "Accuracy" says which is measured better);
-    matched pairs merge transitively (connected components); thresholds are recomputed; repeat until an
+    readings of the paper's "lower than either" (METHOD.md; docs/measurements.md "Accuracy" says which measured
+    better); matched pairs merge transitively (connected components); thresholds are recomputed; repeat until an
     iteration merges nothing. With `cannot_link` (pairs of track ids that share a frame), matched pairs are
     merged most-similar first and a merge that would put a cannot-link pair in one cluster is skipped.
     merge_order "best_first" merges one pair per iteration instead (`_best_first`; max_iterations does not
