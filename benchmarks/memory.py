@@ -6,10 +6,13 @@ for at most 5 minutes on 2 cores).
     python benchmarks/memory.py --out benchmarks/results/memory.json --before ed2b3e9
     python benchmarks/memory.py --lengths 1 10 60 --length-size 320x180 --length-fps 5 --sizes 640x360 1920x1080
     python benchmarks/memory.py --sitcom-only --before REV   # only the sitcom rows; the file's other rows kept
+    python benchmarks/memory.py --sitcom-only --against-set ssl.rounds=3   # the same code, other settings
 
 --before REV also runs the sitcom with every stage on the code of git revision REV (checked out in a temporary
 worktree, run with the same interpreter and packages), so a change's before and after figures come from one
 run on one machine under the same load; the row is sitcom_82s_720p_all_stages_before, with the ratios beside it.
+--against-set KEY=VALUE (repeatable) does the same for settings: the sitcom again, this code, `vcn run --set` with
+them (row sitcom_82s_720p_all_stages_against_set), for a candidate default's cost beside the default's.
 Runs with every stage also give stage 2's seconds per 100 crops by phase (`stage2_per_100_crops`).
 
 Material is rendered once per frame size (real face photos panning, a cut every 6 s: long_video_memory.py) and
@@ -54,19 +57,22 @@ def video_of(work: Path, minutes: float, size: str, fps: int, material_s: float)
     return video
 
 
-def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = REPO) -> dict:
+def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = REPO,
+            overrides: list[str] = ()) -> dict:
     """`vcn run` as the only child of a fresh wrapper; `code`: the checkout whose vcn runs (its folder goes first
-    on the child's module path, ahead of the editable install)."""
+    on the child's module path, ahead of the editable install); `overrides`: passed to `vcn run --set`."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")])))
     wrapper = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_video_memory.py"), "--work",
-                              str(work / "vcn"), "--measure", str(video), "--stages", stages], capture_output=True,
+                              str(work / "vcn"), "--measure", str(video), "--stages", stages,
+                              *[f"--set={o}" for o in overrides]], capture_output=True,
                              text=True, check=True, cwd=code, env=env)
     run = json.loads(wrapper.stdout)
     summary_path = work / "vcn" / video.stem / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     digests = output_digests(work / "vcn" / video.stem)
     shutil.rmtree(work / "vcn" / video.stem, ignore_errors=True)
-    result = {"video": video.name, "stages": stages, "peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"],
+    result = {"video": video.name, "stages": stages, **({"settings": list(overrides)} if overrides else {}),
+              "peak_rss_mib": run["peak_rss_mib"], "wall_s": run["wall_s"],
               "returncode": run["returncode"], "seconds": summary.get("seconds"),
               "frames": (summary.get("seconds") or {}).get("frames_scanned"),
               "counts": summary.get("counts"), "rss_timeline_mib": run["rss_timeline_mib"]}
@@ -139,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure only the real clip; --out's other rows (lengths, sizes) are kept")
     parser.add_argument("--before", metavar="REV",
                         help="also run the sitcom with every stage on the code of git revision REV")
+    parser.add_argument("--against-set", metavar="KEY=VALUE", action="append", default=[],
+                        help="also run the sitcom with every stage on this code with these settings (repeatable)")
     args = parser.parse_args(argv)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vcn-memory-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -163,6 +171,15 @@ def main(argv: list[str] | None = None) -> int:
                     "wall": round(after["wall_s"] / before["wall_s"], 3),
                     "same_outputs": after.get("output_sha256") == before.get("output_sha256")}
                 out.write_text(json.dumps(report, indent=2))
+            if args.against_set:
+                report["sitcom_82s_720p_all_stages_against_set"] = other = measure(
+                    SITCOM, work, "detect,track,cluster", overrides=args.against_set)
+                report["sitcom_82s_720p_all_stages_default_over_against_set"] = {
+                    "peak_rss": round(after["peak_rss_mib"] / other["peak_rss_mib"], 3),
+                    "wall": round(after["wall_s"] / other["wall_s"], 3),
+                    "stage2": round(after["seconds"]["stage2_s"] / other["seconds"]["stage2_s"], 3),
+                    "same_outputs": after.get("output_sha256") == other.get("output_sha256")}
+                out.write_text(json.dumps(report, indent=2))
         if args.sitcom_only:
             return 0
         report["by_length"] = [{"minutes": m, "size": args.length_size, "fps": args.length_fps,
@@ -181,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({k: v for k, v in report.items() if not k.startswith(("by_", "sitcom_82s_720p"))
-                      or k.endswith("_over_before")}))
+                      or k.endswith(("_over_before", "_over_against_set"))}))
     print(f"wrote {out}")
     return 0
 
