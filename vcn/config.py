@@ -114,6 +114,8 @@ class SSLConfig:
     # Frozen backbone, heads only (first round), on cached features of `warmup_views` augmented views per
     # crop. 10 epochs (the paper preset: 50) because each head step costs ~0.1-0.3 s on a CPU core (a 2048-wide
     # MLP to 4096 prototypes) and 50 epochs of the 82-s sitcom were 500 steps, more than stage 1 (issue 13).
+    # With today's cheaper head steps most of the warm-up is the views' backbone pass (sitcom, 2 cores, session
+    # 20: 10 more epochs 3.6 s, the 4 views of 285 crops about 17 s).
     # Measured on its own in session 20 over the 8 labelled videos x seeds 2-9: 2 views x 5 epochs (mean F 0.926,
     # WCP >= 0.97 on 46 of 64) and 4 views x 20 epochs (0.921, 47) both scored below 4 x 10 (0.932, 51)
     # (docs/measurements.md "The warm-up's length, both ways").
