@@ -198,6 +198,11 @@ class SSLConfig:
     # (docs/measurements.md "Cost", session 17). The teacher's targets, the trained layers and every embedding that
     # matching and clustering read stay float32 either way.
     frozen_bfloat16: bool = False
+    # Fold each BatchNorm of the frozen layers into the convolution before it (vcn.ssl.fold): the "low_res" or
+    # "tail" trunk for the whole finetune, and a copy of the whole backbone for the warm-up's views. The same
+    # arithmetic up to float rounding (~5e-6 in an SFace embedding), and a no-gradient SFace pass without its
+    # BatchNorm passes on a CPU. Being measured (docs/measurements.md "Cost").
+    fold_frozen_batchnorm: bool = False
     # low_res and tail: keep the frozen trunk's output on the video's un-augmented crops once it is first computed,
     # up to this many MiB (SFace's low_res front: 196 KiB a crop, so about 1,300 crops), so every later no-gradient
     # pass over those crops

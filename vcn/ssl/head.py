@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcn.ssl.fold import fold_batchnorm
 from vcn.ssl.split import split_backbone
 
 
@@ -83,16 +84,20 @@ def make_head(in_dim: int, hidden: int, bottleneck: int, out_dim: int, seed: int
 
 
 def make_student_and_teacher(backbone: nn.Module, hidden: int, bottleneck: int, out_dim: int,
-                             seed: int = 0, layers: str = "all") -> tuple[BackboneWithHead, BackboneWithHead]:
+                             seed: int = 0, layers: str = "all", fold_trunk: bool = False
+                             ) -> tuple[BackboneWithHead, BackboneWithHead]:
     """Student = a copy of the backbone + a fresh head (seeded); teacher = a frozen copy of the student.
 
     layers: "tail" or "low_res" splits the copy into a frozen trunk and a trainable tail at that cut (vcn.ssl.split)
     where the backbone allows it (a converted ONNX graph); otherwise, or with "all", the whole backbone trains.
+    fold_trunk: fold the frozen trunk's BatchNorms into its convolutions (vcn.ssl.fold; ssl.fold_frozen_batchnorm).
     The caller's backbone is never modified, so one loaded model can serve many videos.
     """
     head = make_head(int(getattr(backbone, "embedding_dim")), hidden, bottleneck, out_dim, seed)
     own = copy.deepcopy(backbone)
     split = split_backbone(own, at=layers) if layers != "all" else None
+    if split is not None and fold_trunk:
+        split.trunk.graph_module = fold_batchnorm(split.trunk.graph_module)[0]
     if split is None:
         student = BackboneWithHead(own, head)
     else:

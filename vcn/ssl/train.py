@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vcn.config import SSLConfig
 from vcn.errors import VcnError
 from vcn.ssl.augment import augment_crops
+from vcn.ssl.fold import folded_copy
 from vcn.ssl.head import BackboneWithHead, make_student_and_teacher
 from vcn.ssl.loss import DinoLoss, algorithm1_terms
 from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
@@ -96,6 +97,11 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def weight_layout(device: torch.device, cfg: SSLConfig) -> torch.memory_format:
+    """oneDNN's own layout on a CPU (vcn.config: ssl.cpu_channels_last); the numbers differ in rounding only."""
+    return torch.channels_last if device.type == "cpu" and cfg.cpu_channels_last else torch.preserve_format
+
+
 def as_float_batch(crops_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 BGR [B, 3, H, W] -> float32 0..255 on `device` (the backbone normalises itself)."""
     return crops_uint8.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -162,14 +168,13 @@ class SelfDistillation:
                            f"per crop and epoch)")
         student, teacher = make_student_and_teacher(backbone, cfg.head_hidden, cfg.head_bottleneck,
                                                     cfg.head_out * cfg.prototype_sets, seed=cfg.seed,
-                                                    layers=cfg.backbone_layers)
+                                                    layers=cfg.backbone_layers, fold_trunk=cfg.fold_frozen_batchnorm)
         loss = DinoLoss(cfg.head_out * cfg.prototype_sets, cfg.teacher_temp, cfg.student_temp, cfg.center_momentum,
                         cfg.prototype_sets)
         spe = steps_per_epoch(n_crops, cfg, world)
         momentum = {kind: ema_momentum_schedule(spe * sum(p.epochs for p in training_plan(cfg) if p.kind == kind),
                                                 cfg.ema_start, cfg.ema_end) for kind in ("heads", "full")}
-        # oneDNN's own layout on a CPU (vcn.config: ssl.cpu_channels_last); the numbers differ in rounding only.
-        layout = torch.channels_last if device.type == "cpu" and cfg.cpu_channels_last else torch.preserve_format
+        layout = weight_layout(device, cfg)
         return cls(student.to(device, memory_format=layout), teacher.to(device, memory_format=layout),
                    loss.to(device), cfg, device, momentum, spe,
                    frozen_bfloat16=cfg.frozen_bfloat16 and bfloat16_is_fast(device))
@@ -252,6 +257,8 @@ class SelfDistillation:
 
         The trunk's outputs are kept in float16 (half the memory of float32; they are inputs to training steps)."""
         cfg = self.cfg
+        if cfg.fold_frozen_batchnorm:   # frozen while the views are made: fold a copy (vcn.ssl.fold)
+            network = folded_copy(network).to(self.device, memory_format=weight_layout(self.device, cfg))
         views = []
         for _ in range(max(1, cfg.warmup_views)):
             out = []
