@@ -301,6 +301,12 @@ class ClusterConfig:
     # Off: over the 8 labelled videos x 2 seeds it joined 4 split people (mean F 0.965 / 0.955 -> 0.983 / 0.970)
     # but merged two golfers in one team polo on seed 1, in both cuts of the promo (docs/measurements.md "Clothes").
     join_same_clothes: bool = False
+    # Finetune and cluster this many times (ssl.seed, ssl.seed + 1, ...) and keep the tracks' consensus: groups
+    # join while at least half of the runs, on average over their track pairs, put them together
+    # (vcn.clustering.consensus). One run's seed decides which look-alikes it merges and which looks it splits off;
+    # a majority undoes most of that. Stage 2 costs this many times as much. Not in the paper. Being measured
+    # (docs/measurements.md "Consensus of finetunes").
+    consensus_finetunes: int = 1
     max_iterations: int = 100
     # Baselines only (Algorithm 1 has no threshold). 0.6 cosine distance was best for SFace on lfw150.
     hac_threshold: float = 0.6

@@ -7,6 +7,7 @@ the quality gate). No Ray here: the distributed layer calls these functions per 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch import nn
 
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.clustering.clothes import join_same_clothes
+from vcn.clustering.consensus import consensus_labels
 from vcn.clustering.groups import group_means
 from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
@@ -143,6 +145,9 @@ def _check_method(cfg: RunConfig) -> None:
                        f"{', '.join(MERGE_ORDERS)}")
     if cfg.match.method not in MATCH_METHODS:
         raise VcnError(f"match.method={cfg.match.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
+    if cfg.cluster.consensus_finetunes < 1:
+        raise VcnError(f"cluster.consensus_finetunes={cfg.cluster.consensus_finetunes} must be 1 or more (1: one "
+                       f"finetune, no consensus)")
 
 
 def _labels_for_tracks(method: str, cfg: RunConfig, track_of_crop: np.ndarray, embeddings: np.ndarray,
@@ -223,16 +228,17 @@ Matcher = Callable[[np.ndarray, np.ndarray], dict[int, list[int]]]
 
 
 def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
-                   cannot_link: set[tuple[int, int]] | None = None, matcher: Matcher | None = None
-                   ) -> FinetunedVideo:
+                   cannot_link: set[tuple[int, int]] | None = None, matcher: Matcher | None = None,
+                   prep: _Prepared | None = None) -> FinetunedVideo:
     """Stage 2 on one video: SER-FIQ gate, then finetuning rounds alternating with coarse track matching.
 
     `matcher` replaces the coarse matching (METHOD.md) between rounds; benchmarks use it to measure what
-    perfect matches would give. `backbone` is not modified.
+    perfect matches would give. `prep`: the gated crops and base embeddings of an earlier finetune of the same
+    crops (they do not depend on ssl.seed), so another finetune skips them. `backbone` is not modified.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    prep = _prepare(crops, backbone, cfg, timings)
+    prep = prep if prep is not None else _prepare(crops, backbone, cfg, timings)
     name = str(getattr(backbone, "name", "backbone"))
     found: list[dict[int, list[int]]] = []
     if len(prep.crop_ids) == 0:
@@ -295,8 +301,32 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
     ft = finetune_video(crops, backbone, cfg, cannot_link)
     clusters = cluster_finetuned(ft, cfg, video_id, cannot_link)
     embeddings = _embeddings_table(video_id, ft.prep, [(ft.name, ft.prep.base), (f"{ft.name}+finetuned", ft.tuned)])
-    ft.timings["total_s"] = ft.timings.get("stage2_s", 0.0) + ft.timings.get("cluster_s", 0.0)
-    return clusters, embeddings, ft.timings
+    timings, prep = ft.timings, ft.prep
+    runs = [clusters]
+    del ft                        # the trainer goes before the next finetune: memory stays one finetune's
+    for k in range(1, cfg.cluster.consensus_finetunes):
+        seeded = dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, seed=cfg.ssl.seed + k))
+        other = finetune_video(crops, backbone, seeded, cannot_link, prep=prep)
+        runs.append(cluster_finetuned(other, seeded, video_id, cannot_link))
+        for key, seconds in other.timings.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+        del other
+    if len(runs) > 1:
+        t0 = time.perf_counter()
+        clusters = _consensus_table(runs, cannot_link)
+        timings["cluster_s"] += time.perf_counter() - t0
+    timings["total_s"] = timings.get("stage2_s", 0.0) + timings.get("cluster_s", 0.0)
+    return clusters, embeddings, timings
+
+
+def _consensus_table(runs: list[pa.Table], cannot_link: set[tuple[int, int]]) -> pa.Table:
+    """The first run's clusters table with the consensus of every run's clusters (cluster.consensus_finetunes);
+    Unknown tracks stay Unknown (the gates do not depend on the seed, so they are Unknown in every run)."""
+    labelings = [dict(zip(t.column("track_id").to_pylist(), t.column("cluster_id").to_pylist())) for t in runs]
+    agreed = consensus_labels(labelings, cannot_link)
+    ids = [agreed.get(t, -1) if c >= 0 else -1 for t, c in labelings[0].items()]
+    return runs[0].set_column(runs[0].schema.get_field_index("cluster_id"), "cluster_id",
+                              pa.array(ids, runs[0].schema.field("cluster_id").type))
 
 
 def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
