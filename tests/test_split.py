@@ -14,6 +14,7 @@ from tests.test_ssl import ToyBackbone, small_cfg, toy_crops
 from vcn.errors import VcnError
 from vcn.models.onnx_torch import OnnxBackbone
 from vcn.ssl import finetune, make_student_and_teacher
+from vcn.ssl.fold import fold_batchnorm
 from vcn.ssl.split import LOW_RES_FRACTION, MIN_TAIL_PARAMETER_SHARE, split_backbone
 
 
@@ -74,7 +75,8 @@ def test_student_trains_only_the_tail_and_the_caller_backbone_is_untouched():
     assert not any(p.requires_grad for p in trunk.parameters())
     assert {id(p) for p in student.trainable_backbone()} == {id(p) for p in tail.parameters()}
     crops, tracks = toy_crops()
-    trainer = finetune(backbone, crops, tracks, small_cfg(rounds=2, backbone_layers="tail"))
+    # Unfolded, so the trunk's weights can be compared with a fresh split's (tests/test_fold.py covers folding).
+    trainer = finetune(backbone, crops, tracks, small_cfg(rounds=2, backbone_layers="tail", fold_frozen_batchnorm=False))
     s_trunk, s_tail = trainer.student.backbone[0], trainer.student.backbone[1]
     t_trunk, t_tail = trainer.teacher.backbone[0], trainer.teacher.backbone[1]
     fresh = split_backbone(graph_backbone())
@@ -123,9 +125,10 @@ def test_low_res_runs_the_frozen_trunk_on_fresh_crops_at_every_full_step():
     full_steps = sum(log.steps for log in trainer.logs if log.kind == "full")
     assert sum(seen) == cfg.warmup_views * len(crops) + full_steps * 2 * cfg.batch_size
     fresh = split_backbone(graph_backbone(), at="low_res")
+    folded_fresh_trunk, _ = fold_batchnorm(fresh.trunk.graph_module)      # ssl.fold_frozen_batchnorm, the default
     for net in (trainer.student, trainer.teacher):
         trunk, tail = net.backbone[0], net.backbone[1]
-        assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), fresh.trunk.parameters()))
+        assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), folded_fresh_trunk.parameters()))
         assert any(not torch.equal(a, b) for a, b in zip(tail.parameters(), fresh.tail.parameters()))
     assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
 
