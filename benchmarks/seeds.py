@@ -49,10 +49,16 @@ def parse_config(text: str) -> tuple[str, list[str]]:
     return name, [o for o in overrides.split(",") if o]
 
 
+def assignment(clusters) -> dict[str, int]:
+    """track id (as text, for JSON) -> cluster id (-1 Unknown): what benchmarks/consensus.py combines."""
+    return {str(t): int(c) for t, c in zip(clusters.column("track_id").to_pylist(),
+                                           clusters.column("cluster_id").to_pylist())}
+
+
 def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, list[str]]],
                    seeds: list[int]) -> dict:
     from vcn.pipeline import _co_occurring_frames, run_video
-    from vcn.stage23 import cluster_finetuned, finetune_video
+    from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
     video, truth_path = prepare_video(name, work)
     run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
@@ -71,20 +77,30 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
         for config, overrides in configs:
             cfg = RunConfig.load(None, overrides=[*overrides, f"ssl.seed={seed}"])
             t0 = time.perf_counter()
-            key = json.dumps({**cfg.to_dict(), "cluster": cfg.cluster.cannot_link}, sort_keys=True, default=str)
-            if key not in finetunes:
-                finetunes[key] = finetune_video(tables["crops"], backbone, cfg,
-                                                linked if cfg.cluster.cannot_link else set())
-            ft = finetunes[key]
-            result = score(cluster_finetuned(ft, cfg, name, linked if cfg.cluster.cannot_link else set()))
+            if cfg.cluster.consensus_finetunes > 1:
+                # Several finetunes and their consensus: the pipeline's own stage 2 and 3 (vcn.stage23).
+                clusters = finetune_and_cluster(tables["crops"], backbone, cfg, name, cannot_link_frames=(
+                    _co_occurring_frames(tables["detections"]) if cfg.cluster.cannot_link else None))[0]
+            else:
+                key = json.dumps({**cfg.to_dict(), "cluster": cfg.cluster.cannot_link}, sort_keys=True,
+                                 default=str)
+                if key not in finetunes:
+                    finetunes[key] = finetune_video(tables["crops"], backbone, cfg,
+                                                    linked if cfg.cluster.cannot_link else set())
+                ft = finetunes[key]
+                clusters = cluster_finetuned(ft, cfg, name, linked if cfg.cluster.cannot_link else set())
+            result = score(clusters)
             result["stage2_s"] = round(time.perf_counter() - t0, 1)
+            result["clusters"] = assignment(clusters)
             row["runs"].setdefault(config, {})[str(seed)] = result
             print(f"{name} {config} seed {seed}: {result['n_clusters']} clusters, WCP {result['wcp']:.2f}, "
                   f"PCR {result['pcr']:.2f}, F {result['bcubed_f']:.3f}", flush=True)
-    base = dataclasses.replace(ft, tuned=ft.prep.base)     # the same gated tracks, pretrained embeddings
     for t in HAC_THRESHOLDS:
         hac = RunConfig.load(None, overrides=["cluster.method=hac", f"cluster.hac_threshold={t}"])
-        row["hac"][str(t)] = score(cluster_finetuned(base, hac, name))
+        if ft is not None:      # the same gated tracks, pretrained embeddings
+            row["hac"][str(t)] = score(cluster_finetuned(dataclasses.replace(ft, tuned=ft.prep.base), hac, name))
+        else:                   # only consensus configs ran: the same gates and HAC, without a finetune
+            row["hac"][str(t)] = score(cluster_without_finetuning(tables["crops"], backbone, hac, name)[0])
     return row
 
 

@@ -48,6 +48,12 @@ def test_missing_config_file_is_a_vcn_error(tmp_path):
         RunConfig.load(tmp_path / "nope.json")
 
 
+def test_consensus_preset_is_the_default_with_three_finetunes():
+    consensus, default = RunConfig.load(None, preset="consensus").to_dict(), RunConfig().to_dict()
+    assert consensus["cluster"].pop("consensus_finetunes") == 3 and default["cluster"].pop("consensus_finetunes") == 1
+    assert consensus == default
+
+
 def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_path):
     from vcn.config import PRESETS, RunConfig
 

@@ -392,7 +392,7 @@ def _valid_clusters(clusters: pa.Table, track_ids: list[int]) -> dict[int, int]:
     return {r["track_id"]: r["cluster_id"] for r in rows}
 
 
-@pytest.mark.parametrize("preset", ["default", "paper"])
+@pytest.mark.parametrize("preset", ["default", "paper", "consensus"])
 def test_degenerate_videos_give_valid_clusters(preset):
     def cfg():
         # The preset's clustering and gates on the tiny network of these tests.

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
               vcn run clip.mp4 --out results/          # writes results/clip/*.parquet and summary.json
               vcn run clip.mp4 --out results/ --stages detect,track   # stop after crops; rerun later to resume
               vcn run clip.mp4 --out paper/ --preset paper   # the paper's configuration, for comparison
+              vcn run clip.mp4 --out results/ --preset consensus   # 3 finetunes' consensus: purer, 3x stage 2
               vcn run ep1.mp4 --out archive/ && vcn run ep2.mp4 --out archive/   # archive/persons/ links both
 
             Every run also brings the person index OUT/persons/ up to date (the same incremental update as

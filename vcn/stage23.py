@@ -303,14 +303,15 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
     embeddings = _embeddings_table(video_id, ft.prep, [(ft.name, ft.prep.base), (f"{ft.name}+finetuned", ft.tuned)])
     timings, prep = ft.timings, ft.prep
     runs = [clusters]
-    del ft                        # the trainer goes before the next finetune: memory stays one finetune's
     for k in range(1, cfg.cluster.consensus_finetunes):
+        # The previous trainer and its loss terms go back to the OS first: the peak stays one finetune's.
+        del ft
+        release_memory()
         seeded = dataclasses.replace(cfg, ssl=dataclasses.replace(cfg.ssl, seed=cfg.ssl.seed + k))
-        other = finetune_video(crops, backbone, seeded, cannot_link, prep=prep)
-        runs.append(cluster_finetuned(other, seeded, video_id, cannot_link))
-        for key, seconds in other.timings.items():
+        ft = finetune_video(crops, backbone, seeded, cannot_link, prep=prep)
+        runs.append(cluster_finetuned(ft, seeded, video_id, cannot_link))
+        for key, seconds in ft.timings.items():
             timings[key] = timings.get(key, 0.0) + seconds
-        del other
     if len(runs) > 1:
         t0 = time.perf_counter()
         clusters = _consensus_table(runs, cannot_link)
