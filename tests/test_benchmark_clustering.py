@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.benchmark_scripts import load_benchmark
 from vcn.clustering import cluster_pair_losses
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vcn_bench_clustering", REPO / "benchmarks" / "clustering.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("clustering")
 
 
 def test_brute_force_comparator_agrees_with_the_bilinear_form(bench):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from vcn.render import read_truth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,10 +17,7 @@ DATA = REPO / "benchmarks" / "data"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("vcn_bench_truth", REPO / "benchmarks" / "truth_from_labels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("truth_from_labels")
 
 
 def detections(rows: list[tuple[int, int]]) -> pa.Table:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import av
@@ -12,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from vcn.errors import VcnError
 from vcn.evaluate import box_iou
 from vcn.render import (
@@ -26,7 +25,6 @@ from vcn.render import (
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
@@ -194,11 +192,7 @@ def demo_photos():
 
 @pytest.fixture(scope="module")
 def episodes_module():
-    spec = importlib.util.spec_from_file_location("vcn_bench_episodes", REPO / "benchmarks" / "episodes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("episodes")
 
 
 def test_episode_from_deepface13(tmp_path, episodes_module):
