@@ -308,8 +308,8 @@ class ClusterConfig:
     # join while at least half of the runs, on average over their track pairs, put them together
     # (vcn.clustering.consensus). One run's seed decides which look-alikes it merges and which looks it splits off;
     # a majority undoes most of that. Not in the paper. 3 (`--preset consensus`): over the 8 labelled videos x seeds
-    # 2-9 mean BCubed F 0.942 against 0.930, WCP >= 0.97 on every run but the campaign video's (whose truth names
-    # one woman twice); stage 2 costs this many times as much, so 1 is the default for CPUs (issue 13)
+    # 2-9 mean BCubed F 0.942 against 0.930, WCP >= 0.97 on every run of 7 of the 8 videos (the campaign video's
+    # truth names one woman twice); stage 2 costs this many times as much, so 1 is the default for CPUs (issue 13)
     # (docs/measurements.md "A consensus of finetunes").
     consensus_finetunes: int = 1
     max_iterations: int = 100
