@@ -32,18 +32,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from clustering import against_targets, prepare_video, scorer  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs  # noqa: E402
-from vcn.clustering.consensus import consensus_labels  # noqa: E402
+from vcn.clustering.consensus import consensus_clusters  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 
 def combined(runs: list[dict[str, int]], cannot_link: set[tuple[int, int]], video_id: str) -> pa.Table:
     """The clusters table `cluster.consensus_finetunes` would write from these clusterings (track -> cluster)."""
-    labelings = [{int(t): c for t, c in run.items()} for run in runs]
-    agreed = consensus_labels(labelings, cannot_link)
-    tracks = sorted(labelings[0])
-    return pa.table({"video_id": [video_id] * len(tracks), "track_id": pa.array(tracks, pa.int64()),
-                     "cluster_id": pa.array([agreed.get(t, -1) if labelings[0][t] >= 0 else -1 for t in tracks],
-                                            pa.int64())})
+    agreed = consensus_clusters([{int(t): c for t, c in run.items()} for run in runs], cannot_link)
+    return pa.table({"video_id": [video_id] * len(agreed), "track_id": pa.array(list(agreed), pa.int64()),
+                     "cluster_id": pa.array(list(agreed.values()), pa.int64())})
 
 
 def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations: bool) -> dict:
@@ -69,12 +66,13 @@ def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations
             result = score(combined([runs[str(s)]["clusters"] for s in group], linked, name))
             scored[",".join(map(str, group))] = result
         out["videos"][name] = {"consensus": scored, "single": {str(s): runs[str(s)] for s in seeds}}
-        singles += [runs[str(s)] for s in seeds]
+        mine = [runs[str(s)] for s in seeds]
+        singles += mine
         consensus += list(scored.values())
         hac_for_single += [row["hac"][chosen]] * len(seeds)
         hac_for_consensus += [row["hac"][chosen]] * len(scored)
-        print(f"{name}: single {[runs[str(s)]['n_clusters'] for s in seeds]} clusters, consensus "
-              f"{[r['n_clusters'] for r in scored.values()]}; mean F {np.mean([r['bcubed_f'] for r in singles[-len(seeds):]]):.3f}"
+        print(f"{name}: single {[r['n_clusters'] for r in mine]} clusters, consensus "
+              f"{[r['n_clusters'] for r in scored.values()]}; mean F {np.mean([r['bcubed_f'] for r in mine]):.3f}"
               f" -> {np.mean([r['bcubed_f'] for r in scored.values()]):.3f}", flush=True)
     out["summary"] = {"single": against_targets(singles, hac_for_single),
                       "consensus": against_targets(consensus, hac_for_consensus),

@@ -64,7 +64,8 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
     run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
     tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
     truth = read_truth(truth_path)
-    linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
+    frames = _co_occurring_frames(tables["detections"])
+    linked = cooccurring_pairs(frames)
 
     score = scorer(name, tables, truth)
 
@@ -79,8 +80,8 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
             t0 = time.perf_counter()
             if cfg.cluster.consensus_finetunes > 1:
                 # Several finetunes and their consensus: the pipeline's own stage 2 and 3 (vcn.stage23).
-                clusters = finetune_and_cluster(tables["crops"], backbone, cfg, name, cannot_link_frames=(
-                    _co_occurring_frames(tables["detections"]) if cfg.cluster.cannot_link else None))[0]
+                clusters = finetune_and_cluster(tables["crops"], backbone, cfg, name,
+                                                cannot_link_frames=frames if cfg.cluster.cannot_link else None)[0]
             else:
                 key = json.dumps({**cfg.to_dict(), "cluster": cfg.cluster.cannot_link}, sort_keys=True,
                                  default=str)

@@ -21,7 +21,7 @@ from torch import nn
 
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.clustering.clothes import join_same_clothes
-from vcn.clustering.consensus import consensus_labels
+from vcn.clustering.consensus import consensus_clusters
 from vcn.clustering.groups import group_means
 from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
@@ -321,11 +321,9 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
 
 
 def _consensus_table(runs: list[pa.Table], cannot_link: set[tuple[int, int]]) -> pa.Table:
-    """The first run's clusters table with the consensus of every run's clusters (cluster.consensus_finetunes);
-    Unknown tracks stay Unknown (the gates do not depend on the seed, so they are Unknown in every run)."""
+    """The first run's clusters table with the consensus of every run's clusters (cluster.consensus_finetunes)."""
     labelings = [dict(zip(t.column("track_id").to_pylist(), t.column("cluster_id").to_pylist())) for t in runs]
-    agreed = consensus_labels(labelings, cannot_link)
-    ids = [agreed.get(t, -1) if c >= 0 else -1 for t, c in labelings[0].items()]
+    ids = list(consensus_clusters(labelings, cannot_link).values())
     return runs[0].set_column(runs[0].schema.get_field_index("cluster_id"), "cluster_id",
                               pa.array(ids, runs[0].schema.field("cluster_id").type))
 

@@ -35,20 +35,25 @@ def consensus_labels(labelings: list[dict[int, int]],
     return _cut(merges, tracks, cannot_link)
 
 
+def consensus_clusters(labelings: list[dict[int, int]],
+                       cannot_link: set[tuple[int, int]] | frozenset = frozenset()) -> dict[int, int]:
+    """Every track of the first labeling -> its consensus cluster, or -1 (Unknown) where that labeling has it
+    Unknown: the gates do not depend on the seed, so a track is Unknown in every run or in none."""
+    agreed = consensus_labels(labelings, cannot_link)
+    return {t: agreed.get(t, -1) if c >= 0 else -1 for t, c in labelings[0].items()} if labelings else {}
+
+
 def _cut(merges: np.ndarray, tracks: list[int], cannot_link: set[tuple[int, int]] | frozenset) -> dict[int, int]:
     """Apply the linkage's merges up to the majority cut; a merge that would join two tracks sharing a frame is
     not made, nor any later merge that contains it."""
     n = len(tracks)
-    members: dict[int, list[int] | None] = {i: [tracks[i]] for i in range(n)}
+    members = {i: [tracks[i]] for i in range(n)}     # the groups formed so far, by linkage node
     for row, (a, b, height, _) in enumerate(merges):
-        a, b, node = int(a), int(b), n + row
-        left, right = members.get(a), members.get(b)
-        blocked = (height > 1.0 - MAJORITY or left is None or right is None
-                   or any((min(x, y), max(x, y)) in cannot_link for x in left for y in right))
-        if blocked:
-            members[node] = None           # the groups stay as they are, and nothing built on this merge forms
+        a, b = int(a), int(b)
+        if height > 1.0 - MAJORITY or a not in members or b not in members:
+            continue       # past the cut, or built on a merge not made: the groups stay as they are
+        if any((min(x, y), max(x, y)) in cannot_link for x in members[a] for y in members[b]):
             continue
-        members[node] = left + right       # a and b are absorbed: their tracks live on in the new node
-        del members[a], members[b]
-    groups = sorted((sorted(g) for g in members.values() if g), key=lambda g: g[0])
+        members[n + row] = members.pop(a) + members.pop(b)
+    groups = sorted((sorted(g) for g in members.values()), key=lambda g: g[0])
     return {t: label for label, group in enumerate(groups) for t in group}
