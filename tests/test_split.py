@@ -87,7 +87,7 @@ def test_student_trains_only_the_tail_and_the_caller_backbone_is_untouched():
     assert all(torch.equal(v, backbone.state_dict()[k]) for k, v in before.items())
 
 
-def finetune_counting_trunk_crops(crops, tracks, cfg):
+def finetune_counting_trunk_crops(crops, tracks, cfg, **finetune_args):
     """finetune() on graph_backbone(), and the crops each call of the student's trunk received."""
     seen = []
     original = make_student_and_teacher
@@ -101,7 +101,7 @@ def finetune_counting_trunk_crops(crops, tracks, cfg):
 
     train.make_student_and_teacher, saved = counting, train.make_student_and_teacher
     try:
-        return finetune(graph_backbone(), crops, tracks, cfg), seen
+        return finetune(graph_backbone(), crops, tracks, cfg, **finetune_args), seen
     finally:
         train.make_student_and_teacher = saved
 
@@ -131,6 +131,32 @@ def test_low_res_runs_the_frozen_trunk_on_fresh_crops_at_every_full_step():
         assert all(torch.equal(a, b) for a, b in zip(trunk.parameters(), folded_fresh_trunk.parameters()))
         assert any(not torch.equal(a, b) for a, b in zip(tail.parameters(), fresh.tail.parameters()))
     assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
+
+
+def test_warmup_on_base_trains_the_heads_on_the_given_embeddings_without_a_backbone_pass():
+    crops, tracks = toy_crops()
+    cfg = small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res", warmup_on_base=True)
+    with torch.no_grad():
+        base = graph_backbone()(crops.float())
+    trainer, seen = finetune_counting_trunk_crops(crops, tracks, cfg, base_embeddings=base)
+    full_steps = sum(log.steps for log in trainer.logs if log.kind == "full")
+    assert sum(seen) == full_steps * 2 * cfg.batch_size                    # the warm-up ran no trunk
+    assert [log.kind for log in trainer.logs] == ["heads", "full", "full"]
+    # The heads learnt from those embeddings: other embeddings give other heads after the warm-up.
+    other, _ = finetune_counting_trunk_crops(crops, tracks, small_cfg(rounds=1, epochs_per_round=0, warmup_on_base=True,
+                                                                      backbone_layers="low_res"),
+                                             base_embeddings=base.flip(0))
+    same, _ = finetune_counting_trunk_crops(crops, tracks, small_cfg(rounds=1, epochs_per_round=0, warmup_on_base=True,
+                                                                     backbone_layers="low_res"),
+                                            base_embeddings=base)
+    assert not torch.equal(other.student.head.prototypes, same.student.head.prototypes)
+    # Without them the trainer embeds the crops itself, un-augmented, once: the same heads as given the same numbers.
+    alone, seen_alone = finetune_counting_trunk_crops(crops, tracks, small_cfg(rounds=1, epochs_per_round=0,
+                                                                               warmup_on_base=True,
+                                                                               backbone_layers="low_res"))
+    # The kept front's one-crop size probe, then every crop once (in pieces of 8: ssl.cpu_forward_chunk).
+    assert seen_alone == [1, 8, 8, 4]
+    torch.testing.assert_close(alone.student.head.prototypes, same.student.head.prototypes, rtol=1e-4, atol=1e-5)
 
 
 def test_whole_backbone_and_unknown_setting():

@@ -273,7 +273,8 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # Same numbers, only where memory lives. With the default low_res cut no such pass runs (vcn.heap says why
     # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
-        trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first)
+        trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first,
+                           base_embeddings=prep.base)
         for log in trainer.logs:
             key = f"finetune_round{log.round + 1}_{log.kind}_s"
             timings[key] = timings.get(key, 0.0) + log.seconds

@@ -153,6 +153,8 @@ class SelfDistillation:
     # `_backbone_outputs`).
     video_crops: torch.Tensor | None = None
     front: torch.Tensor | None = None
+    # The backbone's un-augmented embeddings of `video_crops`, when the caller has them (ssl.warmup_on_base).
+    base_embeddings: torch.Tensor | None = None
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
@@ -205,8 +207,7 @@ class SelfDistillation:
         if cached_trunk and self.trunk_views is None:
             self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16)
         if features:
-            views = (self._tail_of_views() if cached_trunk
-                     else self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32))
+            views = self._tail_of_views() if cached_trunk else self._warmup_views(crops_uint8, aug_gen)
             model, teacher = self.student.head, self.teacher.head
         elif split:
             views = self.trunk_views if cached_trunk else None
@@ -249,6 +250,15 @@ class SelfDistillation:
                        float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0)
         self.logs.append(log)
         return log
+
+    def _warmup_views(self, crops_uint8: torch.Tensor, aug_gen: torch.Generator) -> torch.Tensor:
+        """The warm-up's inputs [V, N, d]: the whole frozen backbone's outputs on augmented views, or on
+        ssl.warmup_on_base the crops' base embeddings as the one view (the caller's, else one plain pass)."""
+        if not self.cfg.warmup_on_base:
+            return self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32)
+        if self.base_embeddings is not None and crops_uint8 is self.video_crops:
+            return self.base_embeddings.float()[None]
+        return self._backbone_outputs(self.student, crops_uint8)[None]
 
     @torch.no_grad()
     def _augmented_views(self, network: nn.Module, crops_uint8: torch.Tensor, aug_gen: torch.Generator,
@@ -432,18 +442,21 @@ class SelfDistillation:
 def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.ndarray, cfg: SSLConfig,
              match_fn: Callable[[SelfDistillation], Matches] | None = None,
              on_round: Callable[[RoundLog], None] | None = None,
-             first_matches: Matches | None = None) -> SelfDistillation:
+             first_matches: Matches | None = None,
+             base_embeddings: torch.Tensor | None = None) -> SelfDistillation:
     """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
 
     Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first); after every
     round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
     and the next round draws pairs across them.
-    Deterministic for a given cfg.seed (and rank).
+    `base_embeddings`: `backbone`'s un-augmented embeddings of the crops where the caller has them (the warm-up
+    reads them on ssl.warmup_on_base instead of running the backbone). Deterministic for a given cfg.seed (and rank).
     """
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
     trainer.video_crops = crops_uint8
+    trainer.base_embeddings = base_embeddings
     rng = np.random.default_rng(cfg.seed)          # the same on every rank: every rank draws the same pairs
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     matches: Matches = dict(first_matches or {})
