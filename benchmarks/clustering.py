@@ -168,7 +168,7 @@ def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_o
 
 def evaluate_video(name: str, work: Path, backbone) -> dict:
     from vcn.pipeline import _co_occurring_frames, run_video
-    from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_video
+    from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
     video, truth_path = prepare_video(name, work)
     t0 = time.perf_counter()
@@ -218,6 +218,14 @@ def evaluate_video(name: str, work: Path, backbone) -> dict:
         row["seconds"][f"stage2_{layers}"] = round(time.perf_counter() - t0, 1)
         row[f"stage2_timings_{layers}"] = {k: round(v, 2) for k, v in ft_other.timings.items()}
         del ft_other
+
+    # --preset consensus: three finetunes (seeds 0-2) and their consensus, through the pipeline's own stage 2 and 3.
+    consensus = RunConfig.load(None, preset="consensus")
+    t0 = time.perf_counter()
+    clusters, _, _ = finetune_and_cluster(tables["crops"], backbone, consensus, name,
+                                          frames if consensus.cluster.cannot_link else None)
+    m["vcn_consensus"] = score(clusters)
+    row["seconds"]["stage2_consensus"] = round(time.perf_counter() - t0, 1)
 
     t0 = time.perf_counter()
     ft_paper = finetune_video(tables["crops"], backbone, paper, constraints(paper))
@@ -364,7 +372,7 @@ def print_table(name: str, row: dict) -> None:
               f"{r['pcr']:5.2f} {r['nmi']:6.3f} {r['bcubed_f']:6.3f}", flush=True)
 
 
-TABLE_METHODS = ("vcn", "vcn_paper", "vcn_no_finetune", "vcn_all_at_once", "vcn_all_layers", "vcn_tail", "vcn_both",
+TABLE_METHODS = ("vcn", "vcn_consensus", "vcn_paper", "vcn_no_finetune", "vcn_all_at_once", "vcn_all_layers", "vcn_tail", "vcn_both",
                  "vcn_cosine", "hac_once", "hac_best_per_video", "dbscan", "finch")
 
 
