@@ -41,6 +41,18 @@ FLAT = 1.25
 # Stage 2's phases in summary.json's `seconds` (vcn.stage23), reported per 100 crops.
 STAGE2_PHASES = ("embed_base_and_serfiq_s", "match_s", "finetune_round1_heads_s", "finetune_round1_full_s",
                  "finetune_round2_full_s", "finetune_round3_full_s", "embed_finetuned_s", "stage2_s")
+# Stage 1's steps in the same `seconds`: decoding, shot detection, detection, tracking.
+STAGE1_STEPS = ("decode_s", "shots_s", "detect_s", "track_s")
+
+
+def stage_shares(seconds: dict) -> dict:
+    """Issue 13's two ratios in one run: stage 2 over stage 1 (target: at most 1 on a CPU) and the heads-only
+    warm-up over stage 1 (target: a small fraction); empty unless both stages ran."""
+    stage1 = sum(seconds.get(k, 0.0) for k in STAGE1_STEPS)
+    if stage1 <= 0 or "stage2_s" not in seconds:
+        return {}
+    return {"stage1_s": round(stage1, 1), "stage2_over_stage1": round(seconds["stage2_s"] / stage1, 3),
+            "warmup_over_stage1": round(seconds.get("finetune_round1_heads_s", 0.0) / stage1, 3)}
 
 
 def video_of(work: Path, minutes: float, size: str, fps: int, material_s: float) -> Path:
@@ -82,6 +94,7 @@ def measure(video: Path, work: Path, stages: str = "detect,track", code: Path = 
     if crops and "stage2_s" in (summary.get("seconds") or {}):
         result["stage2_per_100_crops"] = {k: round(summary["seconds"][k] * 100 / crops, 2)
                                           for k in STAGE2_PHASES if k in summary["seconds"]}
+    result.update(stage_shares(summary.get("seconds") or {}))
     if run["returncode"]:
         result["stderr"] = run["stderr"]
     print(f"{video.name}: peak RSS {run['peak_rss_mib']} MiB in {run['wall_s']} s, counts {result['counts']}",
