@@ -372,8 +372,8 @@ def print_table(name: str, row: dict) -> None:
               f"{r['pcr']:5.2f} {r['nmi']:6.3f} {r['bcubed_f']:6.3f}", flush=True)
 
 
-TABLE_METHODS = ("vcn", "vcn_consensus", "vcn_paper", "vcn_no_finetune", "vcn_all_at_once", "vcn_all_layers", "vcn_tail", "vcn_both",
-                 "vcn_cosine", "hac_once", "hac_best_per_video", "dbscan", "finch")
+TABLE_METHODS = ("vcn", "vcn_consensus", "vcn_paper", "vcn_no_finetune", "vcn_all_at_once", "vcn_all_layers",
+                 "vcn_tail", "vcn_both", "vcn_cosine", "hac_once", "hac_best_per_video", "dbscan", "finch")
 
 
 def markdown_table(results: dict) -> str:
