@@ -123,7 +123,8 @@ class SSLConfig:
     warmup_views: int = 4
     # The warm-up trains the heads on the crops' base embeddings (un-augmented; stage 2's SER-FIQ pass has already
     # computed them) instead of on `warmup_views` augmented views: no backbone pass of its own (pairs are still two
-    # crops of one track). An option for throughput: on the sitcom the warm-up 6.8 s against 15.0 s, stage 2 0.84x;
+    # crops of one track). With ssl.backbone_layers=tail it changes nothing: that warm-up reads the trunk's views,
+    # which the tail's full rounds need cached anyway. An option for throughput: on the sitcom the warm-up 6.8 s against 15.0 s, stage 2 0.84x;
     # but over the 8 labelled videos x seeds 2-9 mean F 0.924 against 0.930, WCP >= 0.97 on 50 of 64 against 51
     # (the sitcom and Friends split further), short of the rule written before the runs (docs/measurements.md
     # "The warm-up on the base embeddings", session 22).
