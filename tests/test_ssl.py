@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 
@@ -402,6 +403,11 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         torch.save({"student": trainer.student.state_dict(), "teacher": trainer.teacher.state_dict(),
                     "center": trainer.loss.center, "steps": trainer.steps_done},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done talking before teardown, and no DDP wrapper left holding the group: a gloo group freed
+        # at interpreter exit instead aborted rank 1 once in CI ("terminate called without an active exception").
+        dist.barrier()
+        del trainer
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
