@@ -305,6 +305,12 @@ class ClusterConfig:
     # videos x seeds 2-5 it mended 3 splits (and 4 on the rendered episodes) but merged a man and a woman on the
     # campaign video on two seeds (docs/measurements.md "Joining on the base embeddings too").
     join_base_matches: bool = False
+    # vcn only: then join clusters nearest first, by Algorithm 1's own distance (the Eq. 2 loss averaged over their
+    # track pairs), while they are closer than chance puts two strangers (vcn.chance, bound from the loss between
+    # every two tracks of the video; vcn.clustering.join.join_below_chance). Algorithm 1 stops a cluster at its own
+    # within-track loss, which one person's other looks often exceed; the video-wide bound asks only that a join be
+    # closer than strangers come. Not in the paper. Measured in docs/measurements.md "Joining below chance".
+    join_below_chance: bool = False
     # vcn only: then join clusters whose people dress alike (the torso's colours under the face, stored by stage 1)
     # where one is the other's nearest cluster by face and their clothes are more alike than those of any two
     # people seen in one frame (vcn.clustering.clothes). The splits left after the final join are one person's

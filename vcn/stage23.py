@@ -23,7 +23,7 @@ from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, clust
 from vcn.clustering.clothes import join_same_clothes
 from vcn.clustering.consensus import consensus_clusters
 from vcn.clustering.groups import group_means
-from vcn.clustering.join import join_matched_clusters, matched_pairs_nearest_first
+from vcn.clustering.join import join_below_chance, join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.heap import release_memory, trim_before_no_grad_passes
@@ -356,6 +356,10 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                 m = find_matches(space, track_of_crop, cfg.match, cannot_link)
                 labels = join_matched_clusters(
                     labels, matched_pairs_nearest_first(m.matched, m.track_ids, space, track_of_crop), cannot_link)
+        if cfg.cluster.method == "vcn" and cfg.cluster.join_below_chance:
+            if p is None:       # metric cosine: Algorithm 1's distance is the cosine (cosine_vectors)
+                p, l = (torch.as_tensor(v) for v in cosine_vectors(emb))
+            labels = join_below_chance(labels, p.numpy(), l.numpy(), track_of_crop, cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_clothes:
             if not ft.prep.torso:
                 warnings.warn(f"{video_id}: no crop has its torso colours (a crops table made before vcn stored "

@@ -1,10 +1,14 @@
-"""Join Algorithm 1's clusters that the last coarse matching links (cluster.join_final_matches)."""
+"""Join Algorithm 1's clusters after it: those the last coarse matching links (cluster.join_final_matches), and
+those closer than chance (cluster.join_below_chance)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from vcn.chance import chance_closest
+from vcn.clustering.algorithm1 import cluster_pair_losses, pair_positions
 from vcn.clustering.baselines import mean_track_embeddings
+from vcn.clustering.groups import group_means
 
 
 def matched_pairs_nearest_first(matched: np.ndarray, track_ids: np.ndarray, embeddings: np.ndarray,
@@ -40,4 +44,58 @@ def join_matched_clusters(labels: dict[int, int], pairs: list[tuple[int, int]],
         members[ca] |= members.pop(cb)
     order = sorted(members, key=lambda c: min(members[c]))
     renumber = {c: i for i, c in enumerate(order)}
+    return {t: (renumber[cluster_of[t]] if t in cluster_of else c) for t, c in labels.items()}
+
+
+def join_below_chance(labels: dict[int, int], p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray,
+                      cannot_link: set[tuple[int, int]] | None = None) -> dict[int, int]:
+    """track id -> cluster, with clusters joined nearest first while they are closer than chance puts strangers
+    (cluster.join_below_chance).
+
+    The distance is Algorithm 1's: the Eq. 2 loss between two clusters, each track weighing the same (the mean of
+    the loss over their track pairs, i.e. average linkage on the loss between tracks). The bound is
+    `chance_closest` of the loss between every two tracks: most of those pairs are two people, and a pair of
+    clusters closer than the closest such pair expected by chance is taken for one person. The bound is fixed
+    once, from the tracks; joins repeat until the nearest pair of clusters is not below it. Never joins two tracks
+    sharing a frame; labels below 0 and tracks without crops are left alone. Clusters are renumbered 0, 1, ... in
+    the order of their smallest track id."""
+    ids, tp = group_means(np.asarray(p, dtype=np.float64), track_of_crop)
+    _, tl = group_means(np.asarray(l, dtype=np.float64), track_of_crop)
+    row = {int(t): i for i, t in enumerate(ids.tolist())}
+    clusters: dict[int, list[int]] = {}
+    for t, c in labels.items():
+        if c >= 0 and t in row:
+            clusters.setdefault(c, []).append(row[t])
+    members = [np.array(sorted(m)) for m in clusters.values()]
+    if len(members) < 2:
+        return labels
+    track_sim = cluster_pair_losses(tp, tl)
+    bound = chance_closest(track_sim[np.triu_indices(len(ids), 1)])
+    conflict = np.zeros((len(ids), len(ids)), dtype=bool)
+    i, j = pair_positions(ids, cannot_link)
+    conflict[i, j] = conflict[j, i] = True
+    # Per cluster: mean teacher probabilities and student log-probabilities over its tracks, and which tracks
+    # it may never join.
+    c_p = np.stack([tp[m].mean(axis=0) for m in members])
+    c_l = np.stack([tl[m].mean(axis=0) for m in members])
+    c_conflict = np.stack([conflict[m].any(axis=0) for m in members])
+    while len(members) > 1:
+        sim = cluster_pair_losses(c_p, c_l)
+        blocked = np.stack([c_conflict[:, m].any(axis=1) for m in members], axis=1)
+        sim[blocked] = np.inf
+        np.fill_diagonal(sim, np.inf)
+        a, b = np.unravel_index(np.argmin(sim), sim.shape)
+        if not sim[a, b] < bound:
+            break
+        a, b = min(a, b), max(a, b)
+        na, nb = len(members[a]), len(members[b])
+        c_p[a] = (c_p[a] * na + c_p[b] * nb) / (na + nb)
+        c_l[a] = (c_l[a] * na + c_l[b] * nb) / (na + nb)
+        c_conflict[a] |= c_conflict[b]
+        members[a] = np.concatenate([members[a], members[b]])
+        del members[b]
+        c_p, c_l, c_conflict = (np.delete(x, b, axis=0) for x in (c_p, c_l, c_conflict))
+    cluster_of = {int(ids[i]): c for c, m in enumerate(members) for i in m.tolist()}
+    order = sorted(range(len(members)), key=lambda c: int(ids[members[c]].min()))
+    renumber = {c: k for k, c in enumerate(order)}
     return {t: (renumber[cluster_of[t]] if t in cluster_of else c) for t, c in labels.items()}
