@@ -7,10 +7,10 @@ judged on one distance between them; if no cut of any agglomerative tree on that
 complete linkage; every level, i.e. the threshold chosen per video with the truth in hand) reaches both, no
 threshold rule on it can, and the split left is the embedding's, not the rule's. Measured on the cosine between
 track means of the base (pretrained SFace) embeddings and of the default finetune's, and on Algorithm 1's own
-distance (the Eq. 2 loss between tracks, the finetune's teacher and student), from the same stage-1 tracks and quality gates as `vcn run`. The cuts
-ignore cannot-link (a join of two faces in one frame costs WCP when they are two people), so this is generous: an
-upper bound on any threshold rule. Per video and space: the fewest clusters any cut reaches with WCP >= 0.97, whether a cut meets both targets, and the
-best BCubed F of any cut.
+distance (the Eq. 2 loss between tracks, from the finetune's teacher and student), with the same stage-1 tracks and
+quality gates as `vcn run`. The cuts ignore cannot-link (a join of two faces in one frame costs WCP when they are
+two people), so this is generous: an upper bound on any threshold rule. Per video and distance: the fewest
+clusters any cut reaches with WCP >= 0.97, whether a cut meets both targets, and the best BCubed F of any cut.
 """
 
 from __future__ import annotations
