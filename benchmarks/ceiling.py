@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
@@ -30,11 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import REAL, as_reviewed, prepare_video, scorer  # noqa: E402
+from clustering import REAL, as_reviewed, scorer, stage1_tables  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs  # noqa: E402
-from vcn.clustering.baselines import mean_track_embeddings  # noqa: E402
-from vcn.clustering.groups import group_means  # noqa: E402
+from vcn.clustering import cluster_pair_losses, cooccurring_pairs, mean_track_embeddings  # noqa: E402
+from vcn.clustering.algorithm1 import track_loss_terms  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
@@ -44,16 +42,13 @@ WCP_MIN, PCR_RANGE = 0.97, (0.9, 1.15)
 
 def cosine_distances(means: np.ndarray) -> np.ndarray:
     """Condensed cosine distances between the rows (track means)."""
-    if len(means) <= 1:
-        return np.zeros(0)
-    return pdist(means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12), metric="cosine")
+    return pdist(means, metric="cosine") if len(means) > 1 else np.zeros(0)
 
 
 def loss_distances(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(track ids, condensed Eq. 2 loss between tracks): Algorithm 1's Sim of every pair of tracks, shifted to
     start at 0 (a tree cut depends only on the order of the distances)."""
-    ids, p_mean = group_means(p, track_of_crop)
-    _, l_mean = group_means(l, track_of_crop)
+    ids, p_mean, l_mean = track_loss_terms(p, l, track_of_crop)
     sim = cluster_pair_losses(p_mean, l_mean)
     if len(ids) <= 1:
         return ids, np.zeros(0)
@@ -90,12 +85,10 @@ def space_ceiling(score, prep_table, condensed: np.ndarray, ids: np.ndarray) -> 
 
 
 def evaluate_video(name: str, work: Path, backbone, seed: int) -> dict:
-    from vcn.pipeline import _co_occurring_frames, run_video
+    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import _clusters_table, finetune_video
 
-    video, truth_path = prepare_video(name, work)
-    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
-    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
+    video, truth_path, tables, _ = stage1_tables(name, work)
     score = scorer(name, tables, read_truth(truth_path))
     linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
     cfg = RunConfig.load(None, overrides=[f"ssl.seed={seed}"])

@@ -104,6 +104,17 @@ def prepare_video(name: str, work: Path) -> tuple[Path, Path]:
     return folder / "episode.mp4", folder / "episode.truth.parquet"
 
 
+def stage1_tables(name: str, work: Path) -> tuple[Path, Path, dict[str, pa.Table], Path]:
+    """(video file, truth table, its tracks, detections and crops tables, the run's output folder) for a benchmark
+    video: stage 1 with the defaults, run once and cached in work/runs/NAME."""
+    from vcn.pipeline import run_video
+
+    video, truth_path = prepare_video(name, work)
+    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
+    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
+    return video, truth_path, tables, run.path
+
+
 def reviewed_truth(name: str, truth: pa.Table, review: Path = TRUTH_REVIEW) -> pa.Table | None:
     """`truth` with the identities TRUTH_REVIEW joins for this video renamed to one, or None where it joins none."""
     with open(review, newline="") as f:
@@ -167,14 +178,12 @@ def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_o
 
 
 def evaluate_video(name: str, work: Path, backbone) -> dict:
-    from vcn.pipeline import _co_occurring_frames, run_video
+    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
-    video, truth_path = prepare_video(name, work)
     t0 = time.perf_counter()
-    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
+    video, truth_path, tables, run_path = stage1_tables(name, work)
     stage1_s = time.perf_counter() - t0
-    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
     truth = read_truth(truth_path)
     labels = label_tracks(tables["detections"], truth)
     identity_of = {r["track_id"]: r["identity"] for r in labels.to_pylist() if r["identity"]}
@@ -186,7 +195,7 @@ def evaluate_video(name: str, work: Path, backbone) -> dict:
 
     cfg, paper = RunConfig(), RunConfig.load(None, preset="paper")
     row: dict = {"video": str(video), "truth": str(truth_path), "stage1_s": round(stage1_s, 1),
-                 "stage1_seconds": json.loads((run.path / "summary.json").read_text()).get("seconds", {}),
+                 "stage1_seconds": json.loads((run_path / "summary.json").read_text()).get("seconds", {}),
                  "methods": {}, "seconds": {}}
     m = row["methods"]
     frames = _co_occurring_frames(tables["detections"])

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import against_targets, prepare_video, scorer  # noqa: E402
+from clustering import against_targets, scorer, stage1_tables  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs  # noqa: E402
 from vcn.clustering.consensus import consensus_clusters  # noqa: E402
@@ -44,7 +43,7 @@ def combined(runs: list[dict[str, int]], cannot_link: set[tuple[int, int]], vide
 
 
 def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations: bool) -> dict:
-    from vcn.pipeline import _co_occurring_frames, run_video
+    from vcn.pipeline import _co_occurring_frames
 
     out: dict = {"videos": {}}
     singles, consensus, hac_for_single, hac_for_consensus = [], [], [], []
@@ -54,9 +53,7 @@ def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations
         seeds = sorted(int(s) for s, r in runs.items() if "clusters" in r)
         if len(seeds) < k:
             continue
-        video, truth_path = prepare_video(name, work)
-        stage1 = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
-        tables = {t: pq.read_table(stage1.path / f"{t}.parquet") for t in ("tracks", "detections", "crops")}
+        _, truth_path, tables, _ = stage1_tables(name, work)
         linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
         score = scorer(name, tables, read_truth(truth_path))
         groups = (list(itertools.combinations(seeds, k)) if all_combinations

@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import HAC_THRESHOLDS, REAL, against_targets, as_reviewed, prepare_video, scorer  # noqa: E402
+from clustering import HAC_THRESHOLDS, REAL, against_targets, as_reviewed, scorer, stage1_tables  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
@@ -57,12 +56,10 @@ def assignment(clusters) -> dict[str, int]:
 
 def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, list[str]]],
                    seeds: list[int]) -> dict:
-    from vcn.pipeline import _co_occurring_frames, run_video
+    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
-    video, truth_path = prepare_video(name, work)
-    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
-    tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
+    video, truth_path, tables, _ = stage1_tables(name, work)
     truth = read_truth(truth_path)
     frames = _co_occurring_frames(tables["detections"])
     linked = cooccurring_pairs(frames)

@@ -53,9 +53,17 @@ class Algorithm1Result:
     clusters_per_iteration: list[int] = field(default_factory=list)
 
 
-def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
+def track_loss_terms(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track ids sorted, mean teacher probabilities, mean student log-probabilities of each track's crops): the
+    terms of the Eq. 2 loss between tracks (`cluster_pair_losses` of them)."""
     ids, p_mean = group_means(p, track_of_crop)
     _, l_mean = group_means(l, track_of_crop)
+    return ids, p_mean, l_mean
+
+
+def _track_statistics(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray):
+    ids, p_mean, l_mean = track_loss_terms(p, l, track_of_crop)
     index = np.searchsorted(ids, track_of_crop)
     thresholds = np.array([within_set_loss(p[index == t], l[index == t]) for t in range(len(ids))])
     return ids, p_mean, l_mean, thresholds

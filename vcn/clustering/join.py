@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from vcn.chance import chance_closest
-from vcn.clustering.algorithm1 import cluster_pair_losses, pair_positions
+from vcn.clustering.algorithm1 import cluster_pair_losses, pair_positions, track_loss_terms
 from vcn.clustering.baselines import mean_track_embeddings
-from vcn.clustering.groups import group_means
 
 
 def matched_pairs_nearest_first(matched: np.ndarray, track_ids: np.ndarray, embeddings: np.ndarray,
@@ -59,8 +58,7 @@ def join_below_chance(labels: dict[int, int], p: np.ndarray, l: np.ndarray, trac
     once, from the tracks; joins repeat until the nearest pair of clusters is not below it. Never joins two tracks
     sharing a frame; labels below 0 and tracks without crops are left alone. Clusters are renumbered 0, 1, ... in
     the order of their smallest track id."""
-    ids, tp = group_means(np.asarray(p, dtype=np.float64), track_of_crop)
-    _, tl = group_means(np.asarray(l, dtype=np.float64), track_of_crop)
+    ids, tp, tl = track_loss_terms(np.asarray(p, dtype=np.float64), np.asarray(l, dtype=np.float64), track_of_crop)
     row = {int(t): i for i, t in enumerate(ids.tolist())}
     clusters: dict[int, list[int]] = {}
     for t, c in labels.items():
