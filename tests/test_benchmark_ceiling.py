@@ -63,3 +63,46 @@ def test_ceiling_says_when_no_cut_meets_the_targets(bench):
     got = bench.space_ceiling(_scorer(identity), lambda labels: labels, bench.cosine_distances(means), ids)
     assert not got["meets_both"] and got["cuts_meeting_both"] == []
     assert got["fewest_clusters_at_wcp"]["n_clusters"] == 4       # pure only with p split: PCR 1.33
+
+
+def test_cuts_apart_never_join_a_refused_pair_and_stop_when_only_refused_joins_are_left(bench):
+    means = np.random.default_rng(3).normal(size=(6, 16))
+    condensed = bench.cosine_distances(means)
+    apart = (np.array([0, 2]), np.array([1, 5]))
+    for method in bench.LINKAGES:
+        parts = bench.cuts_apart(condensed, 6, method, apart)
+        assert [len(np.unique(p)) for p in parts] == list(range(6, 6 - len(parts), -1))
+        for p in parts:
+            assert p[0] != p[1] and p[2] != p[5]
+        last = parts[-1]     # nothing left to join: every two clusters hold a refused pair
+        for a in np.unique(last):
+            for b in np.unique(last):
+                if a < b:
+                    assert any({last[i], last[j]} == {a, b} for i, j in zip(*apart))
+
+
+def test_cuts_apart_without_pairs_is_the_plain_tree(bench):
+    means = np.random.default_rng(4).normal(size=(7, 16))
+    condensed = bench.cosine_distances(means)
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    for method in bench.LINKAGES:
+        plain = bench.cuts(condensed, 7, method)
+        for a, b in zip(bench.cuts_apart(condensed, 7, method, none), plain):
+            same = a[:, None] == a[None, :]
+            assert (same == (b[:, None] == b[None, :])).all()
+
+
+def test_cannot_link_lets_a_persons_looks_join_after_a_refused_stranger(bench):
+    # p's two looks (tracks 0, 1) are farther apart than p's first look and q (track 2), who share a frame: the
+    # plain tree joins p with q first and never reaches three pure clusters; under cannot-link it does.
+    angle = np.radians([0.0, 50.0, -35.0])      # p at 0 and 50 degrees, q at -35: nearer p's first look
+    means = np.concatenate([np.stack([np.cos(angle), np.sin(angle), 0 * angle], axis=1), [[0.0, 0.0, 1.0]]])
+    ids = np.arange(4)
+    identity = {0: "p", 1: "p", 2: "q", 3: "r"}
+    condensed = bench.cosine_distances(means)
+    plain = bench.space_ceiling(_scorer(identity), lambda labels: labels, condensed, ids)
+    assert not plain["meets_both"]
+    apart = (np.array([0]), np.array([2]))
+    got = bench.space_ceiling(_scorer(identity), lambda labels: labels, condensed, ids, apart)
+    assert got["meets_both"] and got["best_f"]["bcubed_f"] == 1.0
+    assert got["best_f"]["cannot_link"] and got["fewest_clusters_at_wcp"]["n_clusters"] == 3
