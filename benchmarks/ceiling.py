@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clustering import REAL, as_reviewed, scorer, stage1_tables  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs, mean_track_embeddings  # noqa: E402
+from vcn.clustering import cluster_pair_losses, cooccurring_pairs, frames_of_tracks, mean_track_embeddings  # noqa: E402
 from vcn.clustering.algorithm1 import pair_positions, track_loss_terms  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
@@ -128,12 +128,11 @@ def space_ceiling(score, prep_table, condensed: np.ndarray, ids: np.ndarray,
 
 
 def evaluate_video(name: str, work: Path, backbone, seed: int) -> dict:
-    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import _clusters_table, finetune_video
 
     video, truth_path, tables, _ = stage1_tables(name, work)
     score = scorer(name, tables, read_truth(truth_path))
-    linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
+    linked = cooccurring_pairs(frames_of_tracks(tables["detections"]))
     cfg = RunConfig.load(None, overrides=[f"ssl.seed={seed}"])
     ft = finetune_video(tables["crops"], backbone, cfg, linked)
     mask = ft.prep.clusterable

@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from episodes import render_episode  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs, mean_track_embeddings  # noqa: E402
+from vcn.clustering import cluster_pair_losses, cooccurring_pairs, frames_of_tracks, mean_track_embeddings  # noqa: E402
+from vcn.clustering.suggest import possible_splits  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
@@ -157,6 +158,34 @@ def match_quality(matches: dict[int, list[int]], identity_of: dict[int, str]) ->
             "wrong_links": len(linked - same)}
 
 
+def review_possible_splits(clusters: pa.Table, embeddings: np.ndarray, track_of_crop: np.ndarray,
+                           cannot_link: set[tuple[int, int]], identity_of: dict[int, str], score) -> dict:
+    """What an archivist gets from the report's possible splits (vcn.clustering.suggest) on this clustering: how
+    many of the pairs shown are one person (each cluster named by the majority identity of its labelled tracks),
+    how many are not, and the scores after joining only the right ones (the truth standing in for the reviewer)."""
+    cluster_of = {int(t): int(c) for t, c in zip(clusters.column("track_id").to_pylist(),
+                                                clusters.column("cluster_id").to_pylist())}
+    shown = possible_splits(cluster_of, embeddings, track_of_crop, cannot_link)
+
+    def person(c: int) -> str | None:
+        names = [identity_of[t] for t, k in cluster_of.items() if k == c and identity_of.get(t)]
+        return max(sorted(set(names)), key=names.count) if names else None
+
+    verdicts, joined = [], dict(cluster_of)
+    for pair in shown:
+        a, b = person(pair.cluster_a), person(pair.cluster_b)
+        verdicts.append("unlabelled" if a is None or b is None else ("right" if a == b else "wrong"))
+        if verdicts[-1] == "right":
+            into = joined[min(t for t, c in cluster_of.items() if c == pair.cluster_a)]
+            gone = joined[min(t for t, c in cluster_of.items() if c == pair.cluster_b)]
+            joined = {t: (into if c == gone else c) for t, c in joined.items()}
+    after = clusters.set_column(clusters.schema.get_field_index("cluster_id"), "cluster_id",
+                                pa.array([joined[int(t)] for t in clusters.column("track_id").to_pylist()],
+                                         pa.int64()))
+    return {"shown": len(shown), "right": verdicts.count("right"), "wrong": verdicts.count("wrong"),
+            "unlabelled": verdicts.count("unlabelled"), "after_review": score(after)}
+
+
 def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_of: dict[int, str]) -> float | None:
     """Probability that a same-person pair of labelled tracks has a higher cosine similarity of its track means
     than a different-person pair (ties count half): how well the embedding orders identities, before any rule."""
@@ -178,7 +207,6 @@ def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_o
 
 
 def evaluate_video(name: str, work: Path, backbone) -> dict:
-    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
     t0 = time.perf_counter()
@@ -198,7 +226,7 @@ def evaluate_video(name: str, work: Path, backbone) -> dict:
                  "stage1_seconds": json.loads((run_path / "summary.json").read_text()).get("seconds", {}),
                  "methods": {}, "seconds": {}}
     m = row["methods"]
-    frames = _co_occurring_frames(tables["detections"])
+    frames = frames_of_tracks(tables["detections"])
     linked = cooccurring_pairs(frames)
 
     def constraints(c: RunConfig) -> set[tuple[int, int]]:

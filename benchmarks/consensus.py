@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clustering import against_targets, scorer, stage1_tables  # noqa: E402
 
-from vcn.clustering import cooccurring_pairs  # noqa: E402
+from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.clustering.consensus import consensus_clusters  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
@@ -43,7 +43,6 @@ def combined(runs: list[dict[str, int]], cannot_link: set[tuple[int, int]], vide
 
 
 def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations: bool) -> dict:
-    from vcn.pipeline import _co_occurring_frames
 
     out: dict = {"videos": {}}
     singles, consensus, hac_for_single, hac_for_consensus = [], [], [], []
@@ -54,7 +53,7 @@ def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations
         if len(seeds) < k:
             continue
         _, truth_path, tables, _ = stage1_tables(name, work)
-        linked = cooccurring_pairs(_co_occurring_frames(tables["detections"]))
+        linked = cooccurring_pairs(frames_of_tracks(tables["detections"]))
         score = scorer(name, tables, read_truth(truth_path))
         groups = (list(itertools.combinations(seeds, k)) if all_combinations
                   else [tuple(range(s, s + k)) for s in seeds if all(s + i in seeds for i in range(k))])

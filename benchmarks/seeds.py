@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import HAC_THRESHOLDS, REAL, against_targets, as_reviewed, scorer, stage1_tables  # noqa: E402
+from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed, review_possible_splits, scorer,  # noqa: E402
+                        stage1_tables)
 
-from vcn.clustering import cooccurring_pairs  # noqa: E402
+from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
-from vcn.evaluate import to_json  # noqa: E402
+from vcn.evaluate import label_tracks, to_json  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 DEFAULT_CONFIGS = ("one_set:ssl.prototype_sets=1", "four_sets:ssl.prototype_sets=4")
@@ -56,15 +57,16 @@ def assignment(clusters) -> dict[str, int]:
 
 def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, list[str]]],
                    seeds: list[int]) -> dict:
-    from vcn.pipeline import _co_occurring_frames
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
     video, truth_path, tables, _ = stage1_tables(name, work)
     truth = read_truth(truth_path)
-    frames = _co_occurring_frames(tables["detections"])
+    frames = frames_of_tracks(tables["detections"])
     linked = cooccurring_pairs(frames)
 
     score = scorer(name, tables, truth)
+    identity_of = {r["track_id"]: r["identity"] for r in label_tracks(tables["detections"], truth).to_pylist()
+                   if r["identity"]}
 
     row: dict = {"video": str(video), "runs": {}, "hac": {}}
     ft = None
@@ -88,6 +90,10 @@ def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, lis
                 ft = finetunes[key]
                 clusters = cluster_finetuned(ft, cfg, name, linked if cfg.cluster.cannot_link else set())
             result = score(clusters)
+            if ft is not None and cfg.cluster.consensus_finetunes <= 1:
+                mask = ft.prep.clusterable
+                result["possible_splits"] = review_possible_splits(
+                    clusters, ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask], linked, identity_of, score)
             result["stage2_s"] = round(time.perf_counter() - t0, 1)
             result["clusters"] = assignment(clusters)
             row["runs"].setdefault(config, {})[str(seed)] = result
@@ -118,6 +124,12 @@ def summarise(videos: dict[str, dict], configs: list[str], seeds: list[int]) -> 
             if not scores:
                 continue
             per_seed[seed] = against_targets(scores, [r["hac"][chosen] for r in have])
+            reviewed = [s["possible_splits"] for s in scores if "possible_splits" in s]
+            if reviewed:    # the report's possible splits, the right ones joined by a reviewer
+                per_seed[seed]["possible_splits"] = {
+                    k: sum(r[k] for r in reviewed) for k in ("shown", "right", "wrong", "unlabelled")}
+                per_seed[seed]["possible_splits"]["after_review"] = against_targets(
+                    [r["after_review"] for r in reviewed], [r["hac"][chosen] for r in have])
             if any("reviewed_truth" in s for s in scores):
                 per_seed[seed]["reviewed_truth"] = against_targets([as_reviewed(s) for s in scores],
                                                                    [as_reviewed(r["hac"][chosen]) for r in have])

@@ -424,6 +424,22 @@ def test_decisions_win_over_linking_and_survive_nightly_runs_and_a_relink(tmp_pa
     assert [json.loads(p.read_text())["op"] for p in decisions] == ["name", "merge", "split"]
 
 
+def test_merge_takes_clusters_as_video_and_cluster_ids(tmp_path):
+    # The video report prints its possible splits as `vcn persons merge --index OUT VIDEO:A VIDEO:B`.
+    write_casts(tmp_path)
+    update_index(tmp_path)
+    ids = {k: next(iter(v)) for k, v in persons_by_name(load_persons(str(tmp_path))).items()}
+    merge_persons(str(tmp_path), "ep1:1", ["ep1:3"])           # bob and dan of ep1, by their clusters
+    found = persons_by_name(load_persons(str(tmp_path)))
+    assert found["bob"] == found["dan"] == {ids["bob"]}
+    with pytest.raises(VcnError, match="already one person"):
+        merge_persons(str(tmp_path), "ep1:1", ["ep2:1"])        # bob in both videos: one person already
+    with pytest.raises(VcnError, match="no cluster 7 of video 'ep1'"):
+        merge_persons(str(tmp_path), "ep1:7", ["ep1:0"])
+    with pytest.raises(VcnError, match="VIDEO_ID:CLUSTER_ID"):
+        merge_persons(str(tmp_path), "bob", ["ep1:0"])
+
+
 def test_a_killed_update_leaves_the_previous_index(tmp_path):
     write_casts(tmp_path)
     update_index(tmp_path)

@@ -216,6 +216,43 @@ def test_report_shows_every_cluster_with_its_facts(hamilton_report):
     assert summary["versions"]["vcn"] in page and "retinaface" in page
 
 
+def test_report_offers_the_nearest_clusters_never_sharing_a_frame_for_review(hamilton_report):
+    video_dir, path = hamilton_report
+    page = path.read_text()
+    assert 'id="possible-splits"' in page
+    shown = [(int(a), int(b)) for a, b in re.findall(
+        rf"vcn persons merge --index {re.escape(str(video_dir.parent))} {video_dir.name}:(\d+) "
+        rf"{video_dir.name}:(\d+)", page)]
+    distances = [float(d) for d in re.findall(r"cosine distance ([0-9.]+)", page)]
+    clusters = pq.read_table(video_dir / "clusters.parquet").to_pylist()
+    members = {}
+    for r in clusters:
+        if r["cluster_id"] >= 0:
+            members.setdefault(r["cluster_id"], set()).add(r["track_id"])
+    assert 1 <= len(shown) <= 3 and len(distances) == len(shown) and distances == sorted(distances)
+    dets = pq.read_table(video_dir / "detections.parquet", columns=["track_id", "frame"]).to_pylist()
+    frames = {}
+    for d in dets:
+        frames.setdefault(d["track_id"], set()).add(d["frame"])
+    for a, b in shown:
+        assert a < b and a in members and b in members
+        assert not any(frames.get(x, set()) & frames.get(y, set()) for x in members[a] for y in members[b])
+    # Every other pair of clusters that never share a frame is at least as far apart as the last one shown.
+    apart = [(a, b) for a in members for b in members if a < b and (a, b) not in shown
+             and not any(frames.get(x, set()) & frames.get(y, set()) for x in members[a] for y in members[b])]
+    emb = pq.read_table(video_dir / "embeddings.parquet")
+    emb = emb.filter(pa.compute.equal(emb.column("model"), emb.column("model")[0]))
+    vectors = np.stack(emb.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tracks = emb.column("track_id").to_numpy()
+    mean = {t: vectors[tracks == t].mean(0) / np.linalg.norm(vectors[tracks == t].mean(0)) for t in np.unique(tracks)}
+
+    def distance(a, b):
+        return np.mean([1 - mean[x] @ mean[y] for x in members[a] for y in members[b] if x in mean and y in mean])
+    assert all(distance(a, b) >= distances[-1] - 0.01 for a, b in apart)
+    assert abs(distance(*shown[0]) - distances[0]) < 0.01
+
+
 def test_thumbnails_are_the_best_crops(hamilton_report):
     video_dir, _ = hamilton_report
     tables = load_video_tables(video_dir)

@@ -152,6 +152,7 @@ def _add_persons_parser(sub) -> None:
               vcn persons show --index results/ 4          # person 4's clusters, per video
               vcn persons name --index results/ 4 "Ada Lovelace"
               vcn persons merge --index results/ 4 9 12    # 9 and 12 are person 4
+              vcn persons merge --index results/ ep1:3 ep1:8   # a split the report shows, made one
               vcn persons split --index results/ 4 ep2:3   # cluster 3 of video ep2 is someone else
               vcn persons page --index results/            # results/persons.html
         """))
@@ -177,9 +178,10 @@ def _add_persons_parser(sub) -> None:
     nm = command("name", "name a person (the name survives every later update)")
     nm.add_argument("person", type=int)
     nm.add_argument("name")
-    mg = command("merge", "make several persons one: OTHER persons become INTO")
-    mg.add_argument("into", type=int)
-    mg.add_argument("others", type=int, nargs="+")
+    mg = command("merge", "make several persons one: OTHER persons become INTO (a person id, or VIDEO_ID:CLUSTER_ID "
+                          "for the person holding that cluster)")
+    mg.add_argument("into")
+    mg.add_argument("others", nargs="+")
     sp = command("split", "move some of a person's clusters (VIDEO_ID:CLUSTER_ID) to a new person, for good")
     sp.add_argument("person", type=int)
     sp.add_argument("clusters", nargs="+", metavar="VIDEO_ID:CLUSTER_ID")

@@ -256,20 +256,14 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
 def cluster_crops(crops: pa.Table, tracks: pa.Table, detections: pa.Table, cfg: RunConfig, video_id: str,
                   backbone=None) -> tuple[pa.Table, pa.Table, dict[str, float]]:
     """Stages 2 and 3: finetune the backbone on this video's crops, then cluster tracks (Unknown = -1)."""
+    from vcn.clustering import frames_of_tracks
     from vcn.models import load_backbone
     from vcn.stage23 import finetune_and_cluster
 
     backbone = backbone if backbone is not None else load_backbone(cfg.embed.backbone)
     release_memory()  # the conversion's copies of the weights, and whatever stage 1 left (issue 13, vcn.heap)
-    cannot_link = _co_occurring_frames(detections) if cfg.cluster.cannot_link else None
+    cannot_link = frames_of_tracks(detections) if cfg.cluster.cannot_link else None
     return finetune_and_cluster(crops, backbone, cfg, video_id, cannot_link_frames=cannot_link)
-
-
-def _co_occurring_frames(detections: pa.Table) -> dict[int, np.ndarray]:
-    """track_id -> the frames it has a detection in (two tracks sharing a frame are different people)."""
-    frames = detections.column("frame").to_numpy()
-    tracks = detections.column("track_id").to_numpy()
-    return {int(t): np.unique(frames[tracks == t]) for t in np.unique(tracks) if t >= 0}
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from vcn.clustering.algorithm1 import (MERGE_ORDERS, MERGE_RULES, Algorithm1Result, algorithm1, cluster_pair_losses,
-                                       cooccurring_pairs, cosine_vectors, pair_positions, within_set_loss)
+                                       cooccurring_pairs, cosine_vectors, frames_of_tracks, pair_positions,
+                                       within_set_loss)
 from vcn.clustering.baselines import (dbscan_cluster, finch_cluster, finch_partitions, first_neighbour_partition,
                                       hac_cluster, mean_track_embeddings)
 from vcn.config import ClusterConfig
@@ -29,7 +30,8 @@ def cluster_with_baseline(method: str, embeddings: np.ndarray, track_of_crop: np
 
 
 __all__ = [
-    "MERGE_ORDERS", "MERGE_RULES", "Algorithm1Result", "algorithm1", "cluster_pair_losses", "cooccurring_pairs", "cosine_vectors", "pair_positions",
+    "MERGE_ORDERS", "MERGE_RULES", "Algorithm1Result", "algorithm1", "cluster_pair_losses", "cooccurring_pairs", "cosine_vectors",
+    "frames_of_tracks", "pair_positions",
     "within_set_loss", "dbscan_cluster", "finch_cluster", "finch_partitions", "first_neighbour_partition",
     "hac_cluster", "mean_track_embeddings", "cluster_with_baseline", "BASELINES", "METHODS",
 ]

@@ -230,6 +230,14 @@ def pair_positions(track_ids: np.ndarray, pairs: set[tuple[int, int]] | None) ->
     return found[:, 0], found[:, 1]
 
 
+def frames_of_tracks(detections) -> dict[int, np.ndarray]:
+    """track_id -> the frames it has a detection in, from a detections table (columns track_id and frame;
+    untracked detections, track -1, left out): what `cooccurring_pairs` reads."""
+    frames = detections.column("frame").to_numpy()
+    tracks = detections.column("track_id").to_numpy()
+    return {int(t): np.unique(frames[tracks == t]) for t in np.unique(tracks) if t >= 0}
+
+
 def cooccurring_pairs(frames_of_track: dict[int, np.ndarray]) -> set[tuple[int, int]]:
     """Pairs of track ids (a < b) that have a detection in the same frame: never one person."""
     owner: dict[int, list[int]] = {}

@@ -12,7 +12,7 @@ from typing import Callable
 from vcn.errors import VcnError
 from vcn.persons import decisions as decision_log
 from vcn.persons.index import UpdateReport, update_index
-from vcn.persons.query import clusters_of, load_persons, person_row
+from vcn.persons.query import clusters_of, load_persons, person_of_cluster, person_row
 from vcn.persons.root import IndexRoot
 from vcn.persons.store import IndexState
 
@@ -42,16 +42,38 @@ def name_person(index: str, person_id: int, name: str, wait_s: float = 60.0,
     return _apply(root, wait_s, log)
 
 
-def merge_persons(index: str, into: int, others: list[int], wait_s: float = 60.0,
+def merge_persons(index: str, into: int | str, others: list[int | str], wait_s: float = 60.0,
                   log: Callable[[str], None] = lambda s: None) -> UpdateReport | None:
+    """Make `others` one person with `into`. Each is a person id, or a cluster as VIDEO_ID:CLUSTER_ID standing
+    for the person that holds it (as the video report's possible splits print them)."""
     root = IndexRoot(index)
-    others = [p for p in dict.fromkeys(others) if p != into]
-    if not others:
-        raise VcnError(f"merge {into} with what? pass two or more different person ids: INTO OTHER [OTHER ...]")
     state = load_persons(root)
+    into_id = _person_of(state, into)
+    others_ids = [p for p in dict.fromkeys(_person_of(state, o) for o in others) if p != into_id]
+    if not others_ids:
+        if any(isinstance(o, str) and ":" in o for o in [into, *others]):
+            raise VcnError(f"{' and '.join(map(str, [into, *others]))} are already one person ({into_id}); "
+                           "nothing to merge")
+        raise VcnError(f"merge {into} with what? pass two or more different person ids: INTO OTHER [OTHER ...]")
+    into, others = into_id, others_ids
     groups = [_refs(state, into)] + [_refs(state, p) for p in others]
     decision_log.record(root, "merge", groups, person_ids=[into, *others])
     return _apply(root, wait_s, log)
+
+
+def _person_of(state: IndexState, item: int | str) -> int:
+    """A person id given as one, or as a cluster VIDEO_ID:CLUSTER_ID it holds."""
+    if isinstance(item, int) or ":" not in item:
+        try:
+            return int(item)
+        except ValueError:
+            raise VcnError(f"{item!r}: pass a person id (a number) or a cluster as VIDEO_ID:CLUSTER_ID") from None
+    video, cluster = parse_cluster_ref(item)
+    person = person_of_cluster(state).get((video, cluster))
+    if person is None:
+        raise VcnError(f"{item}: the person index has no cluster {cluster} of video {video!r}; run `vcn persons "
+                       "update` after the video (cluster ids are the video's clusters table's)")
+    return person
 
 
 def parse_cluster_ref(text: str) -> tuple[str, int]:

@@ -14,9 +14,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vcn.clustering import cooccurring_pairs, frames_of_tracks
+from vcn.clustering.suggest import possible_splits
 from vcn.report.colours import cluster_hex
 from vcn.report.data import (ClusterSummary, VideoTables, load_video_tables, read_crop_images, read_embeddings,
-                             summarise_clusters)
+                             read_table, summarise_clusters)
 from vcn.report.embedmap import map_svg, project_2d, sample_points
 from vcn.storage import atomic_write_bytes
 
@@ -54,6 +56,11 @@ td, th { text-align:left; padding:2px 14px 2px 0; vertical-align:top; } th { col
 .grid { display:flex; flex-wrap:wrap; gap:10px 40px; }
 details pre { background:var(--panel); padding:10px; overflow:auto; font-size:12px; max-height:420px; }
 .note { color:#8a5a00; }
+.split { border:1px solid var(--line); border-radius:8px; padding:8px 12px; margin:8px 0; display:grid;
+         grid-template-columns:1fr 1fr; gap:4px 16px; }
+.split > a { text-decoration:none; color:var(--fg); font-weight:600; }
+.split .thumbs { grid-row:2; } .split .thumbs img { width:64px; height:64px; }
+.split p { grid-column:1 / span 2; margin:4px 0 0; } code { font-size:12px; background:var(--panel); padding:1px 4px; }
 """
 
 
@@ -128,8 +135,39 @@ def _cluster_section(c: ClusterSummary, images: dict[int, str | None], facts: di
             f'<div class="thumbs">{"".join(thumbs)}</div></section>')
 
 
-def _map_section(video_dir: Path, cluster_of: dict[int, int], seed: int = 0) -> tuple[str, int, str]:
-    found = read_embeddings(video_dir)
+def _splits_section(tables: VideoTables, found: tuple[str, np.ndarray, np.ndarray] | None,
+                    cluster_of: dict[int, int], images: dict[int, str | None],
+                    thumbs_of: dict[int, list[int]]) -> tuple[str, int]:
+    """The pairs of clusters most likely to be one person split in two (vcn.clustering.suggest), for review."""
+    if found is None:
+        return "", 0
+    detections = read_table(tables.path, "detections", ["track_id", "frame"])
+    pairs = possible_splits(cluster_of, found[2], found[1], cooccurring_pairs(frames_of_tracks(detections)))
+    if not pairs:
+        return "", 0
+    out_dir = tables.path.parent
+    rows = []
+    for pair in pairs:
+        sides = []
+        for c in (pair.cluster_a, pair.cluster_b):
+            thumbs = "".join(f'<img src="{images[cid]}" width="64" height="64" alt="cluster {c}">'
+                             for cid in thumbs_of.get(c, [])[:4] if images.get(cid))
+            sides.append(f'<a href="#cluster-{c}"><span class="chip" style="background:{cluster_hex(c)}"></span>'
+                         f'cluster {c}</a><div class="thumbs">{thumbs}</div>')
+        command = (f"vcn persons merge --index {out_dir} {tables.video_id}:{pair.cluster_a} "
+                   f"{tables.video_id}:{pair.cluster_b}")
+        rows.append(f'<div class="split">{sides[0]}{sides[1]}<p class="sub">cosine distance '
+                    f'{pair.distance:.2f}; if one person: <code>{html.escape(command)}</code></p></div>')
+    intro = ('<p class="sub">vcn splits one person into two clusters far more often than it merges two people. '
+             "These are the nearest pairs of clusters that never share a frame, nearest first: over the labelled "
+             "development clips, the three nearest held most of the splits left, and more than half of the pairs "
+             "shown were two different people, so look before you merge.</p>")
+    return (f'<section id="possible-splits"><h2>Possibly one person: review</h2>{intro}{"".join(rows)}</section>',
+            len(pairs))
+
+
+def _map_section(found: tuple[str, np.ndarray, np.ndarray] | None, cluster_of: dict[int, int],
+                 seed: int = 0) -> tuple[str, int, str]:
     if found is None:
         return '<p class="sub">No embeddings table: nothing to map.</p>', 0, ""
     model, track_ids, emb = found
@@ -194,7 +232,10 @@ def render_report(video_dir: str | Path, thumbs_per_cluster: int = 12, thumbs_un
     quality_of = {t: (float("nan") if q is None else float(q))
                   for t, q in zip(cl.column("track_id").to_pylist(), cl.column("track_quality").to_pylist())}
     cluster_of = dict(zip(cl.column("track_id").to_pylist(), cl.column("cluster_id").to_pylist()))
-    map_html, map_points, map_method = _map_section(video_dir, cluster_of, seed)
+    found = read_embeddings(video_dir)
+    map_html, map_points, map_method = _map_section(found, cluster_of, seed)
+    splits_html, n_splits = _splits_section(tables, found, cluster_of, images,
+                                            {c.cluster_id: c.thumb_crop_ids for c in clusters})
 
     summary = tables.summary
     n_tracks = tables.tracks.num_rows
@@ -217,6 +258,8 @@ def render_report(video_dir: str | Path, thumbs_per_cluster: int = 12, thumbs_un
         body.append('<section id="unknown-group"><h2>Unknown</h2><p class="sub">Tracks kept out of clustering: '
                     "their crops failed the size/blur gate, or their SER-FIQ quality is a low outlier.</p>"
                     + _cluster_section(unknown, images, facts, quality_of) + "</section>")
+    if splits_html:
+        body.append(splits_html)
     body.append(f'<section id="map-section"><h2>Embedding map</h2>{map_html}</section>')
     body.append(_summary_section(summary))
     page = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -227,7 +270,7 @@ def render_report(video_dir: str | Path, thumbs_per_cluster: int = 12, thumbs_un
             f"<main>{''.join(body)}</main></body></html>\n")
     facts_out = {"clusters": len(clusters), "unknown_tracks": n_unknown,
                  "thumbnails": sum(1 for g in groups for cid in g.thumb_crop_ids if images.get(cid)),
-                 "map_points": map_points, "map_method": map_method}
+                 "map_points": map_points, "map_method": map_method, "possible_splits": n_splits}
     return page, facts_out
 
 
