@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clustering import REAL, as_reviewed, scorer, stage1_tables  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs, frames_of_tracks, mean_track_embeddings  # noqa: E402
+from vcn.clustering import (cluster_pair_losses, cooccurring_pairs, frames_of_tracks,  # noqa: E402
+                            mean_track_embeddings)
 from vcn.clustering.algorithm1 import pair_positions, track_loss_terms  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.render import read_truth  # noqa: E402

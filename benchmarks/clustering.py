@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from episodes import render_episode  # noqa: E402
 
-from vcn.clustering import cluster_pair_losses, cooccurring_pairs, frames_of_tracks, mean_track_embeddings  # noqa: E402
+from vcn.clustering import (cluster_pair_losses, cooccurring_pairs, frames_of_tracks,  # noqa: E402
+                            mean_track_embeddings)
 from vcn.clustering.suggest import possible_splits  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402

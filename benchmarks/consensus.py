@@ -43,7 +43,6 @@ def combined(runs: list[dict[str, int]], cannot_link: set[tuple[int, int]], vide
 
 
 def evaluate(seeds_file: dict, config: str, work: Path, k: int, all_combinations: bool) -> dict:
-
     out: dict = {"videos": {}}
     singles, consensus, hac_for_single, hac_for_consensus = [], [], [], []
     chosen = seeds_file["summary"]["hac_threshold_chosen_once"]

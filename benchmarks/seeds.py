@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed, review_possible_splits, scorer,  # noqa: E402
-                        stage1_tables)
+from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed, review_possible_splits,  # noqa: E402
+                        scorer, stage1_tables)
 
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402

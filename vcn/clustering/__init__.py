@@ -30,8 +30,8 @@ def cluster_with_baseline(method: str, embeddings: np.ndarray, track_of_crop: np
 
 
 __all__ = [
-    "MERGE_ORDERS", "MERGE_RULES", "Algorithm1Result", "algorithm1", "cluster_pair_losses", "cooccurring_pairs", "cosine_vectors",
-    "frames_of_tracks", "pair_positions",
-    "within_set_loss", "dbscan_cluster", "finch_cluster", "finch_partitions", "first_neighbour_partition",
-    "hac_cluster", "mean_track_embeddings", "cluster_with_baseline", "BASELINES", "METHODS",
+    "MERGE_ORDERS", "MERGE_RULES", "Algorithm1Result", "algorithm1", "cluster_pair_losses", "cooccurring_pairs",
+    "cosine_vectors", "frames_of_tracks", "pair_positions", "within_set_loss", "dbscan_cluster", "finch_cluster",
+    "finch_partitions", "first_neighbour_partition", "hac_cluster", "mean_track_embeddings", "cluster_with_baseline",
+    "BASELINES", "METHODS",
 ]
