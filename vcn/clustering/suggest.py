@@ -3,8 +3,8 @@
 vcn over-splits far more than it merges (README "Accuracy, measured"), and the pieces of a split person are
 usually the nearest clusters that never share a frame: over the 8 labelled clips x seeds 2-5, the three nearest
 such pairs per video held 25 of the 32 same-person pairs the default left apart (docs/measurements.md "Possible
-splits to review"). No rule tells those from look-alike strangers without the truth, so they are shown, not
-joined: confirming one is `vcn persons merge`.
+splits to review"). No rule found tells those from look-alike strangers without the truth, so they are
+shown, not joined: confirming one is `vcn persons merge`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 
 from vcn.clustering.baselines import mean_track_embeddings
 
-# Pairs shown per video: three held 25 of the 32 pairs to join (five: 29, at 83 wrong pairs shown against 50).
+# Pairs shown per video: a few looks for the archivist. Three held 25 of the 32 pairs to join; one held 15, and
+# five 29 but showed 83 pairs of two people against three's 50.
 POSSIBLE_SPLITS = 3
 
 
