@@ -59,6 +59,7 @@ from episodes import render_episode  # noqa: E402
 
 from vcn.clustering import (cluster_pair_losses, cooccurring_pairs, frames_of_tracks,  # noqa: E402
                             mean_track_embeddings)
+from vcn.clustering.join import join_matched_clusters  # noqa: E402
 from vcn.clustering.suggest import possible_splits  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402
@@ -172,14 +173,14 @@ def review_possible_splits(clusters: pa.Table, embeddings: np.ndarray, track_of_
         names = [identity_of[t] for t, k in cluster_of.items() if k == c and identity_of.get(t)]
         return max(sorted(set(names)), key=names.count) if names else None
 
-    verdicts, joined = [], dict(cluster_of)
+    verdicts = []
     for pair in shown:
         a, b = person(pair.cluster_a), person(pair.cluster_b)
         verdicts.append("unlabelled" if a is None or b is None else ("right" if a == b else "wrong"))
-        if verdicts[-1] == "right":
-            into = joined[min(t for t, c in cluster_of.items() if c == pair.cluster_a)]
-            gone = joined[min(t for t, c in cluster_of.items() if c == pair.cluster_b)]
-            joined = {t: (into if c == gone else c) for t, c in joined.items()}
+    # A track of each cluster stands for it: joining them joins the clusters (what `vcn persons merge` records).
+    track_of = {c: t for t, c in sorted(cluster_of.items(), reverse=True)}
+    joined = join_matched_clusters(cluster_of, [(track_of[p.cluster_a], track_of[p.cluster_b])
+                                                for p, v in zip(shown, verdicts) if v == "right"])
     after = clusters.set_column(clusters.schema.get_field_index("cluster_id"), "cluster_id",
                                 pa.array([joined[int(t)] for t in clusters.column("track_id").to_pylist()],
                                          pa.int64()))

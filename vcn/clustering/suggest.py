@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcn.clustering.algorithm1 import pair_positions
 from vcn.clustering.baselines import mean_track_embeddings
+from vcn.clustering.groups import group_means
 
 # Pairs shown per video: a few looks for the archivist. Three held 25 of the 32 pairs to join; one held 15, and
 # five 29 but showed 83 pairs of two people against three's 50.
@@ -38,25 +40,18 @@ def possible_splits(cluster_of_track: dict[int, int], embeddings: np.ndarray, tr
     ids, means = mean_track_embeddings(np.asarray(embeddings, dtype=np.float64), np.asarray(track_of_crop))
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     cluster = np.array([cluster_of_track.get(int(t), -1) for t in ids.tolist()], dtype=np.int64)
-    keys = np.unique(cluster[cluster >= 0])
+    clustered = cluster >= 0
+    # The mean cosine similarity over all track pairs of two clusters is the dot product of the clusters' means of
+    # unit track means: a K x K matrix, never the tracks' T x T one.
+    keys, cluster_means = group_means(means[clustered], cluster[clustered])
     if len(keys) < 2 or limit <= 0:
         return []
-    index = {int(c): k for k, c in enumerate(keys.tolist())}
-    # The mean cosine similarity over all track pairs of two clusters is the dot product of their sums of unit
-    # track means over the product of their sizes: a K x K matrix, never the tracks' T x T one.
-    sums = np.zeros((len(keys), means.shape[1]))
-    sizes = np.zeros(len(keys))
-    for row, c in enumerate(cluster.tolist()):
-        if c >= 0:
-            sums[index[c]] += means[row]
-            sizes[index[c]] += 1
-    distance = 1.0 - (sums @ sums.T) / np.outer(sizes, sizes)
+    distance = 1.0 - cluster_means @ cluster_means.T
     blocked = np.eye(len(keys), dtype=bool)
-    cluster_of = {int(t): int(c) for t, c in zip(ids.tolist(), cluster.tolist()) if c >= 0}
-    for x, y in cannot_link or ():
-        if x in cluster_of and y in cluster_of:
-            i, j = index[cluster_of[x]], index[cluster_of[y]]
-            blocked[i, j] = blocked[j, i] = True
+    ti, tj = pair_positions(ids, cannot_link)
+    apart = clustered[ti] & clustered[tj]
+    ki, kj = np.searchsorted(keys, cluster[ti[apart]]), np.searchsorted(keys, cluster[tj[apart]])
+    blocked[ki, kj] = blocked[kj, ki] = True
     i, j = np.nonzero(np.triu(~blocked, 1))
     order = np.lexsort((j, i, distance[i, j]))[:limit]
     return [PossibleSplit(int(keys[i[k]]), int(keys[j[k]]), float(distance[i[k], j[k]])) for k in order.tolist()]
