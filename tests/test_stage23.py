@@ -476,3 +476,20 @@ def test_join_base_matches_joins_pieces_the_base_space_still_holds_together(base
     assert off[0] != off[1] and len(set(off.values())) == 13          # the finetuned space alone keeps it split
     assert (on[0] == on[1]) is joined
     assert len(set(on.values())) == 13 - joined                       # and joins nobody else
+
+
+def test_cooccurring_negatives_train_on_the_tracks_that_share_a_frame():
+    """ssl.cooccurring_negatives: the pairs finetune_video is given as cannot-link are the trainer's apart tracks;
+    off, the trainer holds none."""
+    from vcn.stage23 import finetune_video
+
+    images, tracks = toy_identity_crops([0, 0, 1, 1])
+    table = crops_table(images, tracks)
+    cfg = tiny_cfg()
+    cfg.ssl.cooccurring_negatives = True
+    ft = finetune_video(table, ToyBackbone(), cfg, {(0, 1), (2, 3)})
+    ids = np.unique(ft.prep.track_of_crop)
+    pairs = {(int(ids[i]), int(ids[j])) for i, j in zip(*np.nonzero(np.triu(ft.trainer.apart.numpy())))}
+    assert pairs == {(0, 1), (2, 3)}
+    cfg.ssl.cooccurring_negatives = False
+    assert finetune_video(table, ToyBackbone(), cfg, {(0, 1), (2, 3)}).trainer.apart is None

@@ -172,6 +172,12 @@ class SSLConfig:
     # seed 0's finetuned ones, none wrong). Off: over the 8 labelled videos x seeds 2, 3 mean F 0.933 against 0.933
     # and the short golf cut's golfers merged on seed 3 (docs/measurements.md "Matching before the first round").
     match_base_first: bool = False
+    # Beyond the paper: two tracks seen in one frame are two people, and where a batch holds crops of both, the
+    # student is also trained to keep each off the other's teacher prototypes (vcn.ssl.loss.shared_prototype_penalty,
+    # weight 1 beside Eq. 2; no extra forward pass). Clustering already refuses to join such tracks; this teaches the
+    # network what tells them apart, for their other tracks too (the golf promo's look-alike golfers share a frame
+    # once). Needs cluster.cannot_link (it reads the same pairs).
+    cooccurring_negatives: bool = False
     # Pairs drawn per crop and epoch (each crop of the video is a pair's first side this often): the amount of
     # training per epoch, warm-up and full rounds alike.
     pairs_per_crop: float = 1.0

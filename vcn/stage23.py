@@ -274,7 +274,7 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
         trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first,
-                           base_embeddings=prep.base)
+                           base_embeddings=prep.base, cannot_link=cannot_link)
         for log in trainer.logs:
             key = f"finetune_round{log.round + 1}_{log.kind}_s"
             timings[key] = timings.get(key, 0.0) + log.seconds

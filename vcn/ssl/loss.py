@@ -37,6 +37,17 @@ def algorithm1_terms(z_teacher: torch.Tensor, z_student: torch.Tensor, center: t
             student_log_probs(z_student, student_temp, sets))
 
 
+def shared_prototype_penalty(p_teacher: torch.Tensor, z_student: torch.Tensor, student_temp: float, sets: int,
+                             apart: torch.Tensor) -> torch.Tensor:
+    """Sum over the pairs marked in `apart` [m, M] of -log(1 - overlap), where overlap is the chance that the
+    student's crop (row of `z_student`, m x D logits) and the teacher's (row of `p_teacher`, M x D probabilities
+    already divided by the number of sets) fall on one prototype, averaged over the sets: 0 for crops on
+    different prototypes, growing without bound as they share one. For pairs known to be two people."""
+    q = _per_set(F.softmax, z_student / student_temp, sets)
+    overlap = q @ p_teacher.T
+    return -torch.log1p(-overlap.clamp(max=1.0 - 1e-6))[apart].sum()
+
+
 class DinoLoss(nn.Module):
     """Eq. 2 averaged over a batch of pairs and over both directions, with a running centre of teacher outputs.
 

@@ -25,7 +25,7 @@ from vcn.errors import VcnError
 from vcn.ssl.augment import augment_crops
 from vcn.ssl.fold import folded_copy
 from vcn.ssl.head import BackboneWithHead, make_student_and_teacher
-from vcn.ssl.loss import DinoLoss, algorithm1_terms
+from vcn.ssl.loss import DinoLoss, algorithm1_terms, shared_prototype_penalty, teacher_probs
 from vcn.ssl.pairs import pairs_across_matches, subsample_pairs
 
 # ssl.backbone_layers: what the full finetune trains (vcn.config.SSLConfig).
@@ -155,6 +155,10 @@ class SelfDistillation:
     front: torch.Tensor | None = None
     # The backbone's un-augmented embeddings of `video_crops`, when the caller has them (ssl.warmup_on_base).
     base_embeddings: torch.Tensor | None = None
+    # ssl.cooccurring_negatives: per crop, its track's row in `apart`, which marks the pairs of tracks seen in one
+    # frame (two people). None when the option is off or no two tracks share a frame.
+    track_row: np.ndarray | None = None
+    apart: torch.Tensor | None = None
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
@@ -241,7 +245,8 @@ class SelfDistillation:
                         inputs = self._frozen_no_grad(self.student.backbone[0], inputs)
                 # Micro-batches only where backbone activations (whole, or from the trunk on) are held for backward.
                 micro = views is None
-                losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro))
+                apart = self._apart_in_batch(np.concatenate([a[sl], b[sl]]))
+                losses.append(self._train_step(model, teacher, optimizer, inputs, phase.kind, micro, apart))
         if train_backbone:
             self.backbones_equal = False
         for p in self.student.trainable_backbone():
@@ -317,17 +322,33 @@ class SelfDistillation:
             groups.append({"params": self.student.trainable_backbone(), "lr": self.cfg.lr_backbone})
         return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay, fused=self.cfg.fused_optimizer)
 
+    def _apart_in_batch(self, crops: np.ndarray) -> torch.Tensor | None:
+        """[2n, 2n] bool: which of a batch's crops (a sides, then b sides) are of two tracks seen in one frame;
+        None when there are none (or ssl.cooccurring_negatives is off)."""
+        if self.apart is None:
+            return None
+        rows = torch.from_numpy(self.track_row[crops])
+        apart = self.apart[rows[:, None], rows[None, :]]
+        return apart.to(self.device) if bool(apart.any()) else None
+
     def _train_step(self, model: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
-                    inputs: torch.Tensor, kind: str, micro: bool) -> float:
+                    inputs: torch.Tensor, kind: str, micro: bool, apart: torch.Tensor | None = None) -> float:
         """One step on a batch whose first half are the pairs' a sides and second half their b sides.
 
         `model` is the student's trained part (possibly DDP-wrapped) and `teacher` its counterpart, both fed
         `inputs`: augmented crops (whole networks), trunk outputs (tail and head) or backbone features (heads).
+        `apart` (ssl.cooccurring_negatives): which crops of the batch are two people; each such student crop is
+        pushed off the prototypes of the other's teacher output (vcn.ssl.loss.shared_prototype_penalty), the mean
+        over those pairs added to Eq. 2's mean with weight 1.
         """
         with torch.no_grad():
             # Backbone or trunk-fed networks (micro): the teacher's pass is the costly one; heads and cached tails
             # run whole.
             t_out = self._no_grad_forward(teacher, inputs) if micro else teacher(inputs)
+            if apart is not None:
+                cfg = self.cfg
+                p_all = teacher_probs(t_out, self.loss.center, cfg.teacher_temp, cfg.prototype_sets) / cfg.prototype_sets
+                apart_pairs = float(apart.sum())
         t_a, t_b = t_out.chunk(2)
         x_a, x_b = inputs.chunk(2)
         n = len(x_a)
@@ -357,6 +378,10 @@ class SelfDistillation:
                     s_out = model(torch.cat([x_a[i:j], x_b[i:j]]))
                     s_a, s_b = s_out.chunk(2)
                     part = self.loss(t_a[i:j], t_b[i:j], s_a, s_b) * ((j - i) / n)
+                    if apart is not None:   # this micro-batch's student rows: a sides i..j, then b sides
+                        rows = torch.cat([torch.arange(i, j), torch.arange(n + i, n + j)]).to(apart.device)
+                        part = part + shared_prototype_penalty(p_all, s_out, self.cfg.student_temp,
+                                                               self.cfg.prototype_sets, apart[rows]) / apart_pairs
                     earlier = (unit * detached.grad).sum() if last and detached.grad is not None else 0.0
                     (part + earlier).backward()
                 total += float(part.detach())
@@ -443,20 +468,25 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
              match_fn: Callable[[SelfDistillation], Matches] | None = None,
              on_round: Callable[[RoundLog], None] | None = None,
              first_matches: Matches | None = None,
-             base_embeddings: torch.Tensor | None = None) -> SelfDistillation:
+             base_embeddings: torch.Tensor | None = None,
+             cannot_link: set[tuple[int, int]] | None = None) -> SelfDistillation:
     """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
 
     Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first); after every
     round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
     and the next round draws pairs across them.
     `base_embeddings`: `backbone`'s un-augmented embeddings of the crops where the caller has them (the warm-up
-    reads them on ssl.warmup_on_base instead of running the backbone). Deterministic for a given cfg.seed (and rank).
+    reads them on ssl.warmup_on_base instead of running the backbone). `cannot_link`: pairs of track ids seen in one
+    frame, the known-different pairs that ssl.cooccurring_negatives trains on. Deterministic for a given cfg.seed
+    (and rank).
     """
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
     trainer.video_crops = crops_uint8
     trainer.base_embeddings = base_embeddings
+    if cfg.cooccurring_negatives and cannot_link:
+        trainer.track_row, trainer.apart = apart_tracks(track_of_crop, cannot_link)
     rng = np.random.default_rng(cfg.seed)          # the same on every rank: every rank draws the same pairs
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     matches: Matches = dict(first_matches or {})
@@ -469,3 +499,14 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
         if round_ends and phase.round + 1 < cfg.rounds and match_fn is not None:
             matches = match_fn(trainer)
     return trainer
+
+
+def apart_tracks(track_of_crop: np.ndarray, cannot_link: set[tuple[int, int]]) -> tuple[np.ndarray, torch.Tensor]:
+    """(each crop's track row, [T, T] bool marking the `cannot_link` pairs among the crops' T tracks)."""
+    tracks, row = np.unique(track_of_crop, return_inverse=True)
+    apart = torch.zeros(len(tracks), len(tracks), dtype=torch.bool)
+    for i, j in cannot_link:
+        a, b = np.searchsorted(tracks, [i, j])
+        if a < len(tracks) and b < len(tracks) and tracks[a] == i and tracks[b] == j:
+            apart[a, b] = apart[b, a] = True
+    return row, apart
