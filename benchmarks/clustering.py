@@ -185,7 +185,8 @@ def review_possible_splits(clusters: pa.Table, embeddings: np.ndarray, track_of_
                                 pa.array([joined[int(t)] for t in clusters.column("track_id").to_pylist()],
                                          pa.int64()))
     return {"shown": len(shown), "right": verdicts.count("right"), "wrong": verdicts.count("wrong"),
-            "unlabelled": verdicts.count("unlabelled"), "after_review": score(after)}
+            "unlabelled": verdicts.count("unlabelled"), "after_review": score(after),
+            "pairs": [{"distance": round(p.distance, 4), "verdict": v} for p, v in zip(shown, verdicts)]}
 
 
 def track_mean_auc(embeddings: np.ndarray, track_of_crop: np.ndarray, identity_of: dict[int, str]) -> float | None:

@@ -121,3 +121,28 @@ def test_the_repository_review_names_identities_of_the_shared_truth(bench):
             pytest.skip("../shared is absent")
         names = set(bench.read_truth(path).column("identity").to_pylist())
         assert {r["identity"], r["same_person_as"]} <= names and r["identity"] != r["same_person_as"]
+
+
+def test_review_of_possible_splits_names_each_pair_and_joins_only_the_right_ones(bench):
+    """Four clusters: anna split in two (clusters 0 and 1, near each other), bob (seen in one frame with cluster 0),
+    and an unlabelled face. The pairs shown come nearest first with their distance and verdict, never a pair that
+    shares a frame; only the right one is joined before scoring."""
+    import pyarrow as pa
+
+    directions = {0: [1.0, 0.0, 0.0], 1: [0.9, 0.1, 0.0], 2: [0.6, 0.8, 0.0], 3: [0.5, 0.0, 0.85]}
+    embeddings = np.array([directions[t] for t in range(4) for _ in range(2)])
+    track_of_crop = np.repeat(np.arange(4), 2)
+    clusters = pa.table({"track_id": pa.array([0, 1, 2, 3], pa.int64()), "cluster_id": pa.array([0, 1, 2, 3], pa.int64())})
+    identity_of = {0: "anna", 1: "anna", 2: "bob"}
+    scored = []
+
+    def score(table):
+        scored.append(dict(zip(table.column("track_id").to_pylist(), table.column("cluster_id").to_pylist())))
+        return {"n_clusters": len(set(scored[-1].values()))}
+
+    out = bench.review_possible_splits(clusters, embeddings, track_of_crop, {(0, 2)}, identity_of, score)
+    assert [p["verdict"] for p in out["pairs"]] == ["right", "wrong", "unlabelled"]
+    distances = [p["distance"] for p in out["pairs"]]
+    assert distances == sorted(distances) and distances[0] < 0.01
+    assert (out["right"], out["wrong"], out["unlabelled"]) == (1, 1, 1)
+    assert scored[-1][0] == scored[-1][1] and out["after_review"] == {"n_clusters": 3}
