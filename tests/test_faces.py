@@ -94,7 +94,7 @@ def test_finds_the_face_in_every_real_photo(detector, photos):
         check_faces(faces, image.shape)
         best = int(np.argmax(faces.scores))
         assert faces.scores[best] > 0.95, name
-        eyes, nose, mouth = faces.landmarks[best, :2], faces.landmarks[best, 2], faces.landmarks[best, 3:]
+        eyes, mouth = faces.landmarks[best, :2], faces.landmarks[best, 3:]
         # Upright portraits: image-left eye left of the image-right eye, eyes above the mouth.
         assert eyes[0, 0] < eyes[1, 0] and mouth[0, 0] < mouth[1, 0], name
         assert eyes[:, 1].max() < mouth[:, 1].min(), name

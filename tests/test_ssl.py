@@ -384,7 +384,6 @@ def test_warmup_trains_the_heads_into_a_loss_that_separates_tracks():
     p, l = trainer.probs_and_log_probs(crops)
     s = -(p @ l.T)
     s = 0.5 * (s + s.T)
-    same = torch.from_numpy(tracks[:, None] == tracks[None, :])
     for t in range(4):
         rows = torch.from_numpy(tracks == t)
         assert s[rows][:, rows].mean() < s[rows][:, ~rows].min()

@@ -249,7 +249,7 @@ def render_report(video_dir: str | Path, thumbs_per_cluster: int = 12, thumbs_un
     nav = "".join(f'<a href="#cluster-{c.cluster_id}"><span class="chip" style="background:'
                   f'{cluster_hex(c.cluster_id)}"></span>{c.cluster_id} &middot; {format_time(c.screen_s)}</a>'
                   for c in clusters) + ('<a href="#unknown">Unknown</a>' if unknown else "")
-    body = [f'<section id="clusters"><h2>Clusters, most screen time first</h2>']
+    body = ['<section id="clusters"><h2>Clusters, most screen time first</h2>']
     if not clusters:
         body.append('<p class="note">No track was clustered (every track is Unknown).</p>')
     body += [_cluster_section(c, images, facts, quality_of) for c in clusters]
