@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vcn.clustering.algorithm1 import pair_positions
 from vcn.config import SSLConfig
 from vcn.errors import VcnError
 from vcn.ssl.augment import augment_crops
@@ -505,8 +506,6 @@ def apart_tracks(track_of_crop: np.ndarray, cannot_link: set[tuple[int, int]]) -
     """(each crop's track row, [T, T] bool marking the `cannot_link` pairs among the crops' T tracks)."""
     tracks, row = np.unique(track_of_crop, return_inverse=True)
     apart = torch.zeros(len(tracks), len(tracks), dtype=torch.bool)
-    for i, j in cannot_link:
-        a, b = np.searchsorted(tracks, [i, j])
-        if a < len(tracks) and b < len(tracks) and tracks[a] == i and tracks[b] == j:
-            apart[a, b] = apart[b, a] = True
+    i, j = (torch.from_numpy(k) for k in pair_positions(tracks, cannot_link))
+    apart[i, j] = apart[j, i] = True
     return row, apart
