@@ -52,16 +52,16 @@ def sequential_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
     return found
 
 
-def stage1(path: Path, start: int, end: int, detector) -> tuple[pa.Table, pa.Table]:
-    """Scan frames [start, end), then track and crop every shot: (shots, crops)."""
+def stage1(path: Path, start: int, end: int, detector) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Scan frames [start, end), then track and crop every shot: (shots, crops, tracked detections)."""
     cfg = RunConfig()
     info = probe_video(path)
     scan = scan_video(path, cfg, detector=detector, video_id="v", start_frame=start, end_frame=end, info=info)
     assert scan.decode_error is None
     shots = shots_table("v", scan.cuts, scan.frame_times, first_frame=start)
     detections = assign_shots(scan.detections, shots)
-    _, _, crops = track_shots(path, shots, detections, cfg, info=info)
-    return shots, crops
+    detections, _, crops = track_shots(path, shots, detections, cfg, info=info)
+    return shots, crops, detections
 
 
 def assert_crops_from_their_frames(path: Path, crops: pa.Table) -> None:
@@ -78,13 +78,41 @@ def assert_crops_from_their_frames(path: Path, crops: pa.Table) -> None:
     assert not wrong, f"{path.name}: {len(wrong)} of {len(frames)} crops differ from their frame: {wrong[:10]}"
 
 
-@needs_sitcom
-def test_every_sitcom_crop_is_cut_from_its_own_frame(detector):
+@pytest.fixture(scope="module")
+def sitcom_window(detector):
     # Frames 150-390 (10 s): several shot/reverse-shot cuts where decord's random access went wrong.
-    shots, crops = stage1(SITCOM, 150, 390, detector)
+    if not SITCOM.is_file():
+        pytest.skip(f"shared real footage not found at {SITCOM}")
+    return stage1(SITCOM, 150, 390, detector)[:2]
+
+
+@needs_sitcom
+def test_every_sitcom_crop_is_cut_from_its_own_frame(sitcom_window):
+    shots, crops = sitcom_window
     assert shots.num_rows >= 3
     assert crops.num_rows >= 20 and len(np.unique(crops.column("shot_id").to_numpy())) >= 3
     assert_crops_from_their_frames(SITCOM, crops)
+
+
+@needs_sitcom
+def test_sitcom_crops_carry_their_own_frames_look_and_same_setup_pairs_are_one_person(detector):
+    from vcn.clustering.setups import same_setup_pairs
+    from vcn.evaluate import label_tracks
+    from vcn.render import read_truth
+    from vcn.video.looks import frame_look
+
+    # Frames 638-794 (6.5 s): the family at the table, two camera set-ups cut back and forth three times.
+    _, crops, detections = stage1(SITCOM, 638, 794, detector)
+    frames = crops.column("frame").to_numpy()
+    reference = sequential_frames(SITCOM, set(frames.tolist()))
+    for frame, look in zip(frames, crops.column("frame_look").to_pylist()):
+        assert look == frame_look(reference[int(frame)]).tobytes()
+    # Tracks at one spot of a returning set-up are one person.
+    pairs = same_setup_pairs(crops, RunConfig().shots.threshold)
+    truth = read_truth(SITCOM.parents[2] / "truth" / "simplefr_Video_2.truth.csv")
+    person = {r["track_id"]: r["identity"] for r in label_tracks(detections, truth).to_pylist() if r["identity"]}
+    labelled = [(a, b) for a, b in pairs if a in person and b in person]
+    assert len(labelled) >= 4 and all(person[a] == person[b] for a, b in labelled), (labelled, person)
 
 
 @pytest.mark.skipif(not CLIPS, reason=f"shared real footage not found at {REAL}")
@@ -111,7 +139,7 @@ def test_crops_of_every_real_clip_come_from_their_frames(name, detector):
     info = probe_video(path)
     start = info.n_frames // 2
     end = min(info.n_frames, start + max(12, int(round(1.5 * info.fps))))  # 1.5 s from the middle
-    _, crops = stage1(path, start, end, detector)
+    _, crops, _ = stage1(path, start, end, detector)
     if crops.num_rows == 0:
         pytest.skip(f"{name}: no face tracked in frames {start}-{end}")
     assert_crops_from_their_frames(path, crops)

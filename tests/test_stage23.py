@@ -493,3 +493,35 @@ def test_cooccurring_negatives_train_on_the_tracks_that_share_a_frame():
     assert pairs == {(0, 1), (2, 3)}
     cfg.ssl.cooccurring_negatives = False
     assert finetune_video(table, ToyBackbone(), cfg, {(0, 1), (2, 3)}).trainer.apart is None
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_train_same_setup_trains_same_set_up_tracks_as_matched_in_every_round(on, monkeypatch):
+    """ssl.train_same_setup: the same-set-up pairs (vcn.clustering.setups) are matches of every round, the warm-up
+    included, beside the coarse matches; the recorded coarse matches stay the matcher's own."""
+    import vcn.ssl.train as train
+    from vcn.stage23 import _prepare, finetune_video
+
+    images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
+    table = crops_table(images, tracks)
+    used: list[dict] = []
+    original = train.pairs_across_matches
+    monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng: (used.append(dict(matches)),
+                                                                                   original(toc, matches, rng))[1])
+    cfg = tiny_cfg()
+    cfg.ssl.train_same_setup = on
+    prep = _prepare(table, ToyBackbone(), cfg, {})
+    prep.same_setup = [(1, 2)]
+    ft = finetune_video(table, ToyBackbone(), cfg, matcher=lambda emb, toc: {0: [1], 1: [0]}, prep=prep)
+    first_round = used[:cfg.ssl.warmup_epochs + cfg.ssl.epochs_per_round]
+    assert all(m == ({1: [2], 2: [1]} if on else {}) for m in first_round)
+    assert all(m == ({0: [1], 1: [0, 2], 2: [1]} if on else {0: [1], 1: [0]}) for m in used[len(first_round):])
+    assert ft.matches == [{0: [1], 1: [0]}] * (cfg.ssl.rounds - 1)
+
+
+def test_with_pairs_adds_both_ways_without_repeats():
+    from vcn.ssl.pairs import with_pairs
+
+    matches = {0: [1], 1: [0]}
+    assert with_pairs(matches, [(1, 2), (0, 1), (2, 1)]) == {0: [1], 1: [0, 2], 2: [1]}
+    assert matches == {0: [1], 1: [0]} and with_pairs({}, []) == {}

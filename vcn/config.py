@@ -172,6 +172,10 @@ class SSLConfig:
     # seed 0's finetuned ones, none wrong). Off: over the 8 labelled videos x seeds 2, 3 mean F 0.933 against 0.933
     # and the short golf cut's golfers merged on seed 3 (docs/measurements.md "Matching before the first round").
     match_base_first: bool = False
+    # Train tracks at one spot of one camera set-up in two shots (vcn.clustering.setups; cluster.join_same_setup
+    # joins them at the end) as matched tracks in every round, the first included: their crops pair across the two,
+    # so the finetune learns that person's other look. Not in the paper.
+    train_same_setup: bool = False
     # Beyond the paper: two tracks seen in one frame are two people, and where a batch holds crops of both, the
     # student is also trained to keep each off the other's teacher prototypes (vcn.ssl.loss.shared_prototype_penalty,
     # weight 1 beside Eq. 2; no extra forward pass). Clustering already refuses to join such tracks; this teaches the
@@ -328,6 +332,11 @@ class ClusterConfig:
     # Off: over the 8 labelled videos x 2 seeds it joined 4 split people (mean F 0.965 / 0.955 -> 0.983 / 0.970)
     # but merged two golfers in one team polo on seed 1, in both cuts of the promo (docs/measurements.md "Clothes").
     join_same_clothes: bool = False
+    # vcn only: then join the clusters of two tracks at one spot of one camera set-up in two shots (the shot
+    # detector would see no cut between their frames, and each face box holds the other's centre;
+    # vcn.clustering.setups), most alike first, never two tracks sharing a frame. Reads the frame, not the face, so
+    # it joins one person's looks that no face distance can. Not in the paper.
+    join_same_setup: bool = False
     # Finetune and cluster this many times (ssl.seed, ssl.seed + 1, ...) and keep the tracks' consensus: groups
     # join while at least half of the runs, on average over their track pairs, put them together
     # (vcn.clustering.consensus). One run's seed decides which look-alikes it merges and which looks it splits off;

@@ -220,6 +220,7 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     from vcn.faces.clothes import torso_histogram
     from vcn.faces.quality import blur_variance, passes_gate
     from vcn.video.decode import read_frames
+    from vcn.video.looks import frame_look
 
     if len(picks) == 0:
         return empty_table("crops")
@@ -230,12 +231,15 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     boxes = np.stack([chosen.column(c).to_numpy() for c in ("x1", "y1", "x2", "y2")], axis=1)
     images: list[bytes] = [b""] * len(picks)
     torsos: list[list[float] | None] = [None] * len(picks)
+    looks: list[bytes] = [b""] * len(picks)
     blur = np.zeros(len(picks), np.float32)
     ext = "." + cfg.sample.image_format.lower().lstrip(".")
     # One forward pass over the span that holds the sampled frames; only those are converted to pictures.
     for index, picture in read_frames(path, frames, info):
         lo, hi = np.searchsorted(frames, [index, index + 1])
+        look = frame_look(picture).tobytes()
         for k in range(lo, hi):
+            looks[k] = look
             crop = align_face(picture, landmarks[k], cfg.sample.crop_size)
             blur[k] = blur_variance(crop)
             ok, buf = cv2.imencode(ext, crop)
@@ -249,7 +253,8 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
                ("video_id", "track_id", "shot_id", "frame", "t_s", "x1", "y1", "x2", "y2", "score", "landmarks",
                 "face_px")}
     columns.update({"crop_id": chosen.column("det_id"), "blur_var": blur, "quality_ok": quality_ok,
-                    "image": images, "torso_hist": torsos})
+                    "image": images, "torso_hist": torsos,
+                    "frame_look": looks})
     return make_table("crops", columns)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.clustering.clothes import join_same_clothes
 from vcn.clustering.consensus import consensus_clusters
+from vcn.clustering.setups import same_setup_pairs
 from vcn.clustering.groups import group_means
 from vcn.clustering.join import join_below_chance, join_matched_clusters, matched_pairs_nearest_first
 from vcn.config import RunConfig
@@ -31,6 +32,7 @@ from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
 from vcn.ssl.head import make_head
 from vcn.ssl.loss import algorithm1_terms
+from vcn.ssl.pairs import with_pairs
 from vcn.ssl.train import SelfDistillation, finetune, resolve_device
 from vcn.tables import empty_table, make_table
 
@@ -62,6 +64,8 @@ class _Prepared:
     reason: dict[int, str]         # per track: clustered | too_small | too_blurred | serfiq_outlier
     clusterable: np.ndarray        # bool per good crop: its track is clustered
     torso: dict[int, np.ndarray] = field(default_factory=dict)  # track -> mean torso histogram (vcn.faces.clothes)
+    # tracks at one spot of one camera set-up in two shots, most alike first (vcn.clustering.setups)
+    same_setup: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict[str, float]) -> _Prepared:
@@ -93,7 +97,7 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable,
-                     _track_torsos(crops))
+                     _track_torsos(crops), same_setup_pairs(crops, cfg.shots.threshold))
 
 
 def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:
@@ -251,20 +255,25 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
             return find_matches(emb, track_of_crop, cfg.match, cannot_link).as_dict()
     timings["match_s"] = 0.0
 
+    # ssl.train_same_setup: tracks at one spot of one camera set-up in two shots train as matched in every round.
+    same_setup = prep.same_setup if cfg.ssl.train_same_setup else []
+
     def match(embed: Callable[[], torch.Tensor]) -> dict[int, list[int]]:
-        """Coarse matches of the clusterable crops' tracks on `embed()`'s embeddings, recorded and timed."""
+        """Coarse matches of the clusterable crops' tracks on `embed()`'s embeddings, recorded and timed (the
+        same-set-up pairs added to what the rounds train on, not to the record)."""
         tm = time.perf_counter()
         emb = embed().numpy()
         matches = matcher(emb, prep.track_of_crop[clusterable]) if clusterable.any() else {}
         found.append(matches)
         timings["match_s"] += time.perf_counter() - tm
-        return matches
+        return with_pairs(matches, same_setup)
 
     def match_fn(trainer: SelfDistillation) -> dict[int, list[int]]:
         return match(lambda: trainer.teacher_embeddings(_clusterable_images(prep)))
 
     # ssl.match_base_first: the same matching on the base embeddings, before the first round.
-    first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else {}
+    first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else \
+        with_pairs({}, same_setup)
 
     t0 = time.perf_counter()
     # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
@@ -366,6 +375,8 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                               "torso_hist, or only close-ups), so cluster.join_same_clothes joins nothing; for an "
                               "older table re-run the track stage with --force")
             labels = join_same_clothes(labels, ft.prep.torso, emb, track_of_crop, cannot_link)
+        if cfg.cluster.method == "vcn" and cfg.cluster.join_same_setup:
+            labels = join_matched_clusters(labels, ft.prep.same_setup, cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 

@@ -68,6 +68,8 @@ CROPS = pa.schema([
     pa.field("image", pa.binary()),        # aligned 112x112 BGR crop, encoded (PNG by default)
     # HSV colour histogram of the torso under the face box (vcn.faces.clothes); null where it is out of frame
     pa.field("torso_hist", pa.list_(pa.float32())),
+    # the crop's frame as a 32x18 HSV thumbnail (vcn.video.looks), to tell camera set-ups apart
+    pa.field("frame_look", pa.binary()),
 ])
 
 EMBEDDINGS = pa.schema([
@@ -164,7 +166,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 # Columns added after outputs were first written: a table saved before them loads with the column null (its
 # consumer then does without, e.g. stage 3 joins no clusters by clothes) instead of failing a re-run.
-ADDED_LATER = {"crops": ("torso_hist",)}
+ADDED_LATER = {"crops": ("torso_hist", "frame_look")}
 
 
 def make_table(name: str, rows: list[dict[str, Any]] | dict[str, Any]) -> pa.Table:

@@ -42,6 +42,16 @@ def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]
     return a, b
 
 
+def with_pairs(matches: dict[int, list[int]], pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """`matches` with each (a, b) of `pairs` added both ways (a new dict; lists keep their order, no repeats)."""
+    out = {k: list(v) for k, v in matches.items()}
+    for a, b in pairs:
+        for x, y in ((a, b), (b, a)):
+            if y not in out.setdefault(x, []):
+                out[x].append(y)
+    return out
+
+
 def subsample_pairs(a: np.ndarray, b: np.ndarray, max_pairs: int,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle the pairs and keep at most `max_pairs` (bounds an epoch's cost on long videos)."""
