@@ -89,7 +89,7 @@ def test_stage_3_joins_same_set_up_tracks_only_when_asked_and_never_across_a_sha
         table = cluster_finetuned(ft, RunConfig.load(None, overrides=ask + extra), "v", apart)
         return dict(zip(table.column("track_id").to_pylist(), table.column("cluster_id").to_pylist()))
 
-    off = clusters([], {(1, 2)})
+    off = clusters(["cluster.join_same_setup=false"], {(1, 2)})
     on = clusters(["cluster.join_same_setup=true"], {(1, 2)})
     assert len(set(off.values())) == 3 and on[1] == on[3] != on[2]
     assert clusters(["cluster.join_same_setup=true"], {(1, 2), (1, 3)}) == off
