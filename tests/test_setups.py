@@ -97,3 +97,21 @@ def test_stage_3_joins_same_set_up_tracks_only_when_asked_and_never_across_a_sha
 
 def test_an_empty_crops_table_has_no_pairs():
     assert same_setup_pairs(_crops([]), THRESHOLD) == []
+
+
+def test_a_crops_table_without_looks_says_how_to_get_them_when_the_options_would_read_them():
+    import warnings
+
+    import pytest
+
+    from vcn.config import RunConfig
+    from vcn.stage23 import _same_setup_pairs
+
+    old = _crops([(1, 0, LEFT, [None]), (2, 1, LEFT, [None])])
+    with pytest.warns(UserWarning, match="re-run the track stage with --force"):
+        assert _same_setup_pairs(old.drop_columns(["frame_look"]), RunConfig()) == []
+    off = RunConfig.load(None, overrides=["cluster.join_same_setup=false", "ssl.train_same_setup=false"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _same_setup_pairs(old, off) == []
+        assert _same_setup_pairs(_crops([(1, 0, LEFT, [KITCHEN]), (2, 1, LEFT, [KITCHEN])]), RunConfig()) == [(1, 2)]

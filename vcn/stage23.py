@@ -22,9 +22,9 @@ from torch import nn
 from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, cluster_with_baseline, cooccurring_pairs, cosine_vectors
 from vcn.clustering.clothes import join_same_clothes
 from vcn.clustering.consensus import consensus_clusters
-from vcn.clustering.setups import same_setup_pairs
 from vcn.clustering.groups import group_means
 from vcn.clustering.join import join_below_chance, join_matched_clusters, matched_pairs_nearest_first
+from vcn.clustering.setups import same_setup_pairs
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.heap import release_memory, trim_before_no_grad_passes
@@ -97,7 +97,19 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable,
-                     _track_torsos(crops), same_setup_pairs(crops, cfg.shots.threshold))
+                     _track_torsos(crops), _same_setup_pairs(crops, cfg))
+
+
+def _same_setup_pairs(crops: pa.Table, cfg: RunConfig) -> list[tuple[int, int]]:
+    """vcn.clustering.setups' pairs; a crops table without frame looks (stage 1 before vcn stored them) has none,
+    and where the options would read them the user is told how to get them."""
+    if (cfg.cluster.join_same_setup or cfg.ssl.train_same_setup) and crops.num_rows and (
+            "frame_look" not in crops.column_names or not any(crops.column("frame_look").to_pylist())):
+        video = crops.column("video_id")[0].as_py()
+        warnings.warn(f"{video}: its crops carry no frame look (a crops table made before vcn stored frame_look), "
+                      "so cluster.join_same_setup and ssl.train_same_setup find no same-set-up tracks; re-run the "
+                      "track stage with --force to get them")
+    return same_setup_pairs(crops, cfg.shots.threshold)
 
 
 def _track_torsos(crops: pa.Table) -> dict[int, np.ndarray]:

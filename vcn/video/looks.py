@@ -4,7 +4,8 @@ PySceneDetect's ContentDetector calls two consecutive frames one shot while the 
 hue, saturation and value stays under `ShotConfig.threshold` (27). The same test between a frame of one shot and a
 frame of another asks whether the detector would see a cut there: if not, the two shots are one camera set-up
 (a dialogue cutting back to the same angle). The thumbnail is 32x18, area-averaged: 1,728 bytes a crop, and enough
-to tell set-ups apart (on the labelled clips the frames of one set-up differ by 4-19, of two set-ups by 30 or more;
+to tell set-ups apart (on the labelled clips, the frames of one person at one spot of the picture in two shots
+differed by 4-26 where the shots were one set-up, those of two people at one spot by 30 or more;
 docs/measurements.md "One camera set-up, one spot").
 """
 
