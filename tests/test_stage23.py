@@ -221,18 +221,24 @@ def test_results_are_deterministic():
     assert a[0].equals(b[0]) and a[1].equals(b[1])
 
 
-@pytest.mark.parametrize("first", [False, True])
-def test_match_base_first_pairs_matched_tracks_from_the_warm_up_on(first, monkeypatch):
-    """ssl.match_base_first: coarse matching also runs on the base embeddings before the first round, and the
-    warm-up and first round draw pairs across those matches; off (the paper), they pair within tracks."""
+def _record_training_matches(monkeypatch) -> list[dict]:
+    """The matches each epoch draws its pairs across (vcn.ssl.train.pairs_across_matches), in order."""
     import vcn.ssl.train as train
 
-    images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
-    table = crops_table(images, tracks)
     used: list[dict] = []
     original = train.pairs_across_matches
     monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng: (used.append(dict(matches)),
                                                                                    original(toc, matches, rng))[1])
+    return used
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_match_base_first_pairs_matched_tracks_from_the_warm_up_on(first, monkeypatch):
+    """ssl.match_base_first: coarse matching also runs on the base embeddings before the first round, and the
+    warm-up and first round draw pairs across those matches; off (the paper), they pair within tracks."""
+    images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
+    table = crops_table(images, tracks)
+    used = _record_training_matches(monkeypatch)
     seen: list[np.ndarray] = []
 
     def matcher(emb, track_of_crop):
@@ -499,15 +505,11 @@ def test_cooccurring_negatives_train_on_the_tracks_that_share_a_frame():
 def test_train_same_setup_trains_same_set_up_tracks_as_matched_in_every_round(on, monkeypatch):
     """ssl.train_same_setup: the same-set-up pairs (vcn.clustering.setups) are matches of every round, the warm-up
     included, beside the coarse matches; the recorded coarse matches stay the matcher's own."""
-    import vcn.ssl.train as train
     from vcn.stage23 import _prepare, finetune_video
 
     images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
     table = crops_table(images, tracks)
-    used: list[dict] = []
-    original = train.pairs_across_matches
-    monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng: (used.append(dict(matches)),
-                                                                                   original(toc, matches, rng))[1])
+    used = _record_training_matches(monkeypatch)
     cfg = tiny_cfg()
     cfg.ssl.train_same_setup = on
     prep = _prepare(table, ToyBackbone(), cfg, {})
