@@ -127,7 +127,8 @@ class SSLConfig:
     # which the tail's full rounds need cached anyway. An option for throughput: on the sitcom the warm-up 6.8 s against 15.0 s, stage 2 0.84x;
     # but over the 8 labelled videos x seeds 2-9 mean F 0.924 against 0.930, WCP >= 0.97 on 50 of 64 against 51
     # (the sitcom and Friends split further), short of the rule written before the runs (docs/measurements.md
-    # "The warm-up on the base embeddings", session 22).
+    # "The warm-up on the base embeddings", session 22). Re-tried with shot threading (session 26): 0.931 against
+    # 0.941 over seeds 2-5, WCP >= 0.97 on 25 of 32 against 27: still off.
     warmup_on_base: bool = False
     # Which backbone weights the full finetune trains (vcn/ssl/split.py). "low_res" (default): the layers from 1/8 of
     # the crop's resolution on (SFace: after conv_7's depthwise layer, 99% of the weights); the high-resolution front
