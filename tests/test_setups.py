@@ -110,6 +110,8 @@ def test_a_crops_table_without_looks_says_how_to_get_them_when_the_options_would
     old = _crops([(1, 0, LEFT, [None]), (2, 1, LEFT, [None])])
     with pytest.warns(UserWarning, match="re-run the track stage with --force"):
         assert _same_setup_pairs(old.drop_columns(["frame_look"]), RunConfig()) == []
+    with pytest.warns(UserWarning, match="carry no frame look"):   # the column there, every look null
+        assert _same_setup_pairs(old, RunConfig()) == []
     off = RunConfig.load(None, overrides=["cluster.join_same_setup=false", "ssl.train_same_setup=false"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

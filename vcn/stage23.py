@@ -16,6 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -103,8 +104,10 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
 def _same_setup_pairs(crops: pa.Table, cfg: RunConfig) -> list[tuple[int, int]]:
     """vcn.clustering.setups' pairs; a crops table without frame looks (stage 1 before vcn stored them) has none,
     and where the options would read them the user is told how to get them."""
+    # Only the looks' lengths are read here (no copy of the looks): same_setup_pairs reads them once.
     if (cfg.cluster.join_same_setup or cfg.ssl.train_same_setup) and crops.num_rows and (
-            "frame_look" not in crops.column_names or not any(crops.column("frame_look").to_pylist())):
+            "frame_look" not in crops.column_names
+            or not pc.max(pc.binary_length(crops.column("frame_look"))).as_py()):
         video = crops.column("video_id")[0].as_py()
         warnings.warn(f"{video}: its crops carry no frame look (a crops table made before vcn stored frame_look), "
                       "so cluster.join_same_setup and ssl.train_same_setup find no same-set-up tracks; re-run the "
