@@ -67,18 +67,16 @@ def download_prefix(uri: str, dest_dir: str | os.PathLike) -> Path:
     The files land in a temporary sibling folder that is renamed to dest_dir at the end, so an interrupted
     download leaves nothing at dest_dir and a later call starts again.
     """
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     bucket, key = split_s3(uri)
     prefix = key if (not key or key.endswith("/")) else key + "/"
     dest = Path(dest_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(dest.name), suffix=".part", dir=dest.parent))
     client = s3_client()
-    count = 0
-    try:
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
+
+    def fetch_all() -> int:
+        count = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 rel = obj["Key"][len(prefix):]
                 if not rel or rel.endswith("/"):
@@ -87,7 +85,10 @@ def download_prefix(uri: str, dest_dir: str | os.PathLike) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, obj["Key"], str(target))
                 count += 1
-        if count == 0:
+        return count
+
+    try:
+        if _s3_call(uri, "read", fetch_all) == 0:
             raise VcnError(f"{uri} holds no files; upload the model files under that prefix or fix the URI")
         try:
             os.rename(tmp, dest)
@@ -96,17 +97,6 @@ def download_prefix(uri: str, dest_dir: str | os.PathLike) -> Path:
                 raise
             # Another process finished the same download first; its copy is as good as ours.
             shutil.rmtree(tmp, ignore_errors=True)
-    except NoCredentialsError:
-        raise VcnError(
-            f"no AWS credentials to read {uri}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile"
-        ) from None
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "?")
-        raise VcnError(f"cannot read {uri}: S3 said {code} ({e}); check the bucket name and your access") from None
-    except BotoCoreError as e:
-        raise VcnError(
-            f"cannot reach S3 for {uri}: {e}; check the network or set VCN_S3_ENDPOINT_URL for MinIO/other servers"
-        ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
