@@ -1,0 +1,52 @@
+"""benchmarks/poses.py: the nose offset, the candidate pairs and the profile-to-nearest-frontal rule it scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.benchmark_scripts import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("poses")
+
+
+def landmarks(nose_x: float, roll_deg: float = 0.0) -> list[float]:
+    """Eyes at x = 40 and 60 (y = 50), nose at (nose_x, 65), mouth below; the whole face turned by roll_deg."""
+    pts = np.array([[40, 50], [60, 50], [nose_x, 65], [42, 80], [58, 80]], float)
+    a = np.radians(roll_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return ((pts - 50) @ rot.T + 50).ravel().tolist()
+
+
+def test_nose_offset_is_zero_frontal_half_at_an_eye_and_ignores_roll(bench):
+    offsets = bench.nose_offset(np.array([landmarks(50), landmarks(60), landmarks(75), landmarks(50, 30),
+                                          landmarks(75, -40)]))
+    np.testing.assert_allclose(offsets, [0.0, 0.5, 1.25, 0.0, 1.25], atol=1e-9)
+    assert offsets[2] > bench.PROFILE >= offsets[1]
+
+
+def test_candidate_pairs_skip_clusters_seen_together_and_name_the_verdict(bench):
+    e = np.eye(4)
+    means = {1: e[0], 2: e[0] * 0.8 + e[1] * 0.6, 3: e[2], 4: e[3]}
+    poses = {1: 0.1, 2: 1.4, 3: 0.2, 4: 0.1}
+    identity = {1: "ann", 2: "ann", 3: "bob", 4: None}
+    clusters = {1: 0, 2: 1, 3: 2, 4: 3}
+    pairs = bench.candidate_pairs(clusters, identity, means, poses, linked={(1, 3)})
+    by = {(p["a"], p["b"]): p for p in pairs}
+    assert (0, 2) not in by                                   # tracks 1 and 3 share a frame
+    assert by[(0, 1)]["verdict"] == "right" and by[(0, 1)]["distance"] == pytest.approx(0.2)
+    assert by[(1, 2)]["verdict"] == "wrong" and by[(0, 3)]["verdict"] == "unlabelled"
+    assert by[(0, 1)]["pose_b"] == pytest.approx(1.4)
+
+
+def test_each_profile_cluster_is_scored_by_its_nearest_frontal_cluster(bench):
+    pairs = [
+        {"a": 0, "b": 1, "distance": 0.7, "verdict": "right", "pose_a": 0.1, "pose_b": 1.5},
+        {"a": 1, "b": 2, "distance": 0.6, "verdict": "wrong", "pose_a": 1.5, "pose_b": 0.2},   # nearer: wrong
+        {"a": 3, "b": 0, "distance": 0.9, "verdict": "right", "pose_a": 2.0, "pose_b": 0.1},
+        {"a": 3, "b": 1, "distance": 0.1, "verdict": "right", "pose_a": 2.0, "pose_b": 1.5},   # both profiles
+    ]
+    assert bench.profile_to_nearest_frontal(pairs) == {"wrong": 1, "right": 1}
