@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from clustering import stage1_tables  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
+from vcn.clustering.groups import group_means  # noqa: E402
 from vcn.evaluate import label_tracks  # noqa: E402
 from vcn.models import load_backbone  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
@@ -59,10 +60,10 @@ def track_features(crops, backbone) -> tuple[dict[int, np.ndarray], dict[int, fl
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     track = ok["track_id"].to_numpy()
     offset = nose_offset(np.stack(ok["landmarks"].to_numpy(zero_copy_only=False)))
-    means, poses = {}, {}
-    for t in np.unique(track).tolist():
-        m = emb[track == t].mean(0)
-        means[t], poses[t] = m / np.linalg.norm(m), float(np.median(offset[track == t]))
+    ids, sums = group_means(emb, track)
+    unit = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    means = dict(zip(ids.tolist(), unit))
+    poses = {t: float(np.median(offset[track == t])) for t in means}
     return means, poses
 
 
