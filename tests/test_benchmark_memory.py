@@ -19,3 +19,23 @@ def test_stage_shares_put_stage_2_and_the_warm_up_over_stage_1(bench):
     # Stage 1 only (vcn run --stages detect,track), or nothing: no ratio to give.
     assert bench.stage_shares({k: v for k, v in seconds.items() if k.endswith(("decode_s", "detect_s"))}) == {}
     assert bench.stage_shares({}) == {}
+
+
+def test_spread_gives_each_ratio_as_lowest_median_highest_over_repeated_runs(bench):
+    same = {"clusters": "a", "embeddings": "b"}
+    runs = [{"stage2_over_stage1": 1.16, "warmup_over_stage1": 0.35, "output_sha256": same},
+            {"stage2_over_stage1": 0.84, "warmup_over_stage1": 0.29, "output_sha256": same},
+            {"stage2_over_stage1": 0.93, "warmup_over_stage1": 0.31, "output_sha256": same}]
+    assert bench.spread(runs) == {"runs": 3, "stage2_over_stage1": {"min": 0.84, "median": 0.93, "max": 1.16},
+                                  "warmup_over_stage1": {"min": 0.29, "median": 0.31, "max": 0.35},
+                                  "same_outputs": True}
+    # An even count takes the middle two's mean; a run that computed other clusters is said.
+    two = bench.spread([runs[0], {**runs[1], "output_sha256": {"clusters": "c", "embeddings": "b"}}])
+    assert two["stage2_over_stage1"]["median"] == 1.0 and two["same_outputs"] is False
+
+
+def test_repeat_below_one_is_refused_with_the_fix(bench, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--repeat", "0", "--sitcom-only"])
+    assert stop.value.code == 2
+    assert "--repeat 0: give 1 or more runs" in capsys.readouterr().err
