@@ -209,3 +209,28 @@ def test_mutual_nearest_strangers_closer_than_the_faces_seen_together_stay_apart
     chance = find_matches(embeddings, track_of_crop, MatchConfig(method="gaussian_mutual_chance"),
                           seen_together).as_dict()
     assert 1 in chance[0] and all(not chance[t] for t in range(2, 21))
+
+
+def test_nearest_chance_links_a_chain_of_one_persons_tracks_that_mutual_nearest_leaves_in_pieces():
+    from vcn.matching import find_matches, mutual_nearest_within_known_different
+
+    # One person in four shots drifting in look (tracks 0-3 at 0, 12, 20 and 26 degrees: each track's nearest is
+    # the next one, 0.005-0.022 apart, and only 2 and 3 are each other's nearest), and two people seen together far
+    # from everyone (tracks 4 and 5, 0.2 apart). Each other's nearest links 2 and 3 alone; each track's nearest
+    # links the whole chain, and never a stranger (every stranger is beyond the pair seen together).
+    angles = np.radians([0, 12, 20, 26])
+    looks = [np.array([np.cos(a), np.sin(a), 0, 0]) for a in angles] + [_unit([0, 0, 1, 0]), _unit([0, 0, 0.8, 0.6])]
+    embeddings = np.concatenate([np.repeat(v[None], 3, axis=0) for v in looks])
+    track_of_crop = np.repeat(np.arange(6), 3)
+    seen_together = {(4, 5)}
+
+    def pairs(m):
+        return {(int(m.track_ids[a]), int(m.track_ids[b])) for a, b in zip(*np.nonzero(m.matched)) if a < b}
+
+    assert pairs(mutual_nearest_within_known_different(embeddings, track_of_crop, seen_together)) == {(2, 3)}
+    one_sided = mutual_nearest_within_known_different(embeddings, track_of_crop, seen_together, mutual=False)
+    assert pairs(one_sided) == {(0, 1), (1, 2), (2, 3)}
+    linked = find_matches(embeddings, track_of_crop, MatchConfig(method="gaussian_nearest_chance"),
+                          seen_together).as_dict()
+    assert 2 in linked[1] and 1 in linked[2]
+    assert 5 not in linked[4] and 4 not in linked[5]

@@ -160,7 +160,7 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
 
 def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop: np.ndarray,
                                           cannot_link: set[tuple[int, int]] | None,
-                                          below_chance: bool = False) -> TrackMatches:
+                                          below_chance: bool = False, mutual: bool = True) -> TrackMatches:
     """Tracks that are each other's nearest track (cosine of mean embeddings, pairs sharing a frame excluded)
     and closer than the video's closest pair of tracks that share a frame: two faces seen together are two
     people, so that distance is one the video itself shows between different people. No match without such a
@@ -169,7 +169,11 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     below_chance: also closer than two of the video's tracks come by chance (vcn.chance over every pair of
     tracks not sharing a frame). A video with few faces seen together shows few different-person distances,
     and their closest may still be farther than two strangers who are each other's nearest (a montage of
-    people seen once: docs/measurements.md "Accuracy")."""
+    people seen once: docs/measurements.md "Accuracy").
+
+    mutual=False: each track matches its nearest track under the same bound, whether or not it is that track's
+    nearest too (a person seen in many shots is a chain of nearest tracks, of which "each other's nearest" keeps
+    only the ends' pairs)."""
     ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     if len(shared_frame) == 0:
@@ -181,27 +185,29 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
         known_different = min(known_different, chance)
     nearest = dist.argmin(axis=1)
     for k, n in enumerate(nearest.tolist()):
-        if nearest[n] == k and dist[k, n] < known_different:
+        if (nearest[n] == k or not mutual) and dist[k, n] < known_different:
             matched[k, n] = matched[n, k] = True
     return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), known_different), matched)
 
 
-MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual", "gaussian_mutual_chance")
+MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance")
 
 
 def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchConfig,
                  cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
     """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the paper preset's), 'first_neighbour', or
     'gaussian_mutual' (the Gaussian matches plus mutual_nearest_within_known_different) or
-    'gaussian_mutual_chance' (the same, the mutual matches also below the video's chance bound)."""
+    'gaussian_mutual_chance' (the same, the mutual matches also below the video's chance bound) or
+    'gaussian_nearest_chance' (as 'gaussian_mutual_chance', each track's nearest matched whether mutual or not)."""
     if cfg.method == "gaussian":
         return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
     if cfg.method == "first_neighbour":
         return first_neighbour_matches(embeddings, track_of_crop, cannot_link)
-    if cfg.method in ("gaussian_mutual", "gaussian_mutual_chance"):
+    if cfg.method in ("gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance"):
         gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
-        mutual = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link,
-                                                       below_chance=cfg.method == "gaussian_mutual_chance")
-        gaussian.matched |= mutual.matched
+        nearest = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link,
+                                                        below_chance=cfg.method.endswith("_chance"),
+                                                        mutual=cfg.method != "gaussian_nearest_chance")
+        gaussian.matched |= nearest.matched
         return gaussian
     raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
