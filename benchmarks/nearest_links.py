@@ -12,26 +12,24 @@ side has none. No finetuning: this reads what the base embedding offers the firs
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clustering import EPISODES, HELD_OUT, REAL, stage1_tables  # noqa: E402
+from poses import gated_embeddings, write_result  # noqa: E402
 
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.evaluate import label_tracks  # noqa: E402
 from vcn.matching import TrackMatches, mutual_nearest_within_known_different  # noqa: E402
 from vcn.models import load_backbone  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
-from vcn.stage23 import decode_crops  # noqa: E402
 
 RULES = {"mutual": True, "one_sided": False}   # rule name -> the `mutual` argument
 
@@ -59,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = label_tracks(tables["detections"], read_truth(truth_path))
         identity = dict(zip(labels["track_id"].to_pylist(), labels["identity"].to_pylist()))
         linked = cooccurring_pairs(frames_of_tracks(tables["detections"]))
-        ok = tables["crops"].filter(tables["crops"]["quality_ok"])
-        with torch.no_grad():
-            x = decode_crops(ok["image"].to_pylist())
-            emb = torch.cat([backbone(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
+        ok, emb = gated_embeddings(tables["crops"], backbone)
         track = ok["track_id"].to_numpy()
         row = {}
         for rule, mutual in RULES.items():
@@ -72,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         row["bound"] = round(float(m.thresholds[0]), 3) if len(m.thresholds) else None
         videos[name] = row
         print(name, row, flush=True)
-    result = {"command": "python benchmarks/nearest_links.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "totals": {k: dict(v) for k, v in totals.items()}, "videos": videos}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["totals"]))
-    print(f"wrote {args.json}")
+    write_result(Path(args.json), "nearest_links.py", argv, {}, totals, videos)
     return 0
 
 

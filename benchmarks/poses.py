@@ -51,12 +51,18 @@ def nose_offset(landmarks: np.ndarray) -> np.ndarray:
     return np.abs(t - 0.5)
 
 
-def track_features(crops, backbone) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-    """Per track: the unit mean of its quality-gated crops' base embeddings, and its median nose offset."""
+def gated_embeddings(crops, backbone):
+    """(the quality-gated rows of a crops table, `backbone`'s embeddings of their images [N, d])."""
     ok = crops.filter(crops["quality_ok"])
     with torch.no_grad():
         x = decode_crops(ok["image"].to_pylist())
         emb = torch.cat([backbone(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
+    return ok, emb
+
+
+def track_features(crops, backbone) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Per track: the unit mean of its quality-gated crops' base embeddings, and its median nose offset."""
+    ok, emb = gated_embeddings(crops, backbone)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     track = ok["track_id"].to_numpy()
     offset = nose_offset(np.stack(ok["landmarks"].to_numpy(zero_copy_only=False)))
@@ -136,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             totals[key] += video[key]
         per_video[name] = {k: dict(v) if isinstance(v, Counter) else v for k, v in video.items()}
         print(name, {k: dict(v) for k, v in video.items() if isinstance(v, Counter)}, flush=True)
-    result = {"command": "python benchmarks/poses.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "profile_offset": PROFILE, "totals": {k: dict(v) for k, v in totals.items()}, "videos": per_video}
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["totals"]))
-    print(f"wrote {args.json}")
+    write_result(Path(args.json), "poses.py", argv, {"profile_offset": PROFILE}, totals, per_video)
     return 0
+
+
+def write_result(path: Path, script: str, argv: list[str] | None, extra: dict, totals: dict, videos: dict) -> None:
+    """A counting benchmark's JSON (its command, `extra`, the totals, per video), and its totals printed."""
+    result = {"command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+              **extra, "totals": {k: dict(v) for k, v in totals.items()}, "videos": videos}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["totals"]))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
