@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,11 +66,9 @@ def spread(runs: list[dict]) -> dict:
     run computed the first one's clusters and embeddings."""
     out: dict = {"runs": len(runs)}
     for key in ("stage2_over_stage1", "warmup_over_stage1"):
-        values = sorted(r[key] for r in runs if key in r)
+        values = [r[key] for r in runs if key in r]
         if values:
-            mid = len(values) // 2
-            median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-            out[key] = {"min": values[0], "median": round(median, 3), "max": values[-1]}
+            out[key] = {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values)}
     out["same_outputs"] = all(r.get("output_sha256") == runs[0].get("output_sha256") for r in runs)
     return out
 

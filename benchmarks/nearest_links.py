@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         row = {}
         for rule, mutual in RULES.items():
             m = mutual_nearest_within_known_different(emb, track, linked, below_chance=True, mutual=mutual)
-            row[rule] = dict(link_verdicts(m, identity))
-            totals[rule] += link_verdicts(m, identity)
+            counts = link_verdicts(m, identity)
+            row[rule] = dict(counts)
+            totals[rule] += counts
+        # The bound is the video's, the same for both rules.
         row["bound"] = round(float(m.thresholds[0]), 3) if len(m.thresholds) else None
         videos[name] = row
         print(name, row, flush=True)
