@@ -83,26 +83,33 @@ def assert_plausible(peak: dict[str, float], kinds: set[str]) -> None:
 
 
 def test_peak_memory_measures_one_piece_of_work():
+    import mmap
     import time
-
-    import numpy as np
 
     with PeakMemory() as before:
         pass
     with PeakMemory() as outer:
         with PeakMemory() as inner:
-            block = np.ones(200 * MIB, np.uint8)  # 200 MiB touched, held until both samplers have read it, freed
+            # 200 MiB of private anonymous pages (shared ones would count as RssShmem), touched, held until both
+            # samplers have read it, then unmapped. mmap, not numpy: free() may keep a large block in the process
+            # (CI once saw RSS stay up after `del`), munmap always gives it back.
+            block = mmap.mmap(-1, 200 * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            block.write(b"\1" * (200 * MIB))
             # Wait on the samplers' own readings, not a fixed sleep: on a loaded 2-core CI machine a 0.1 s
             # sleep once passed with neither thread scheduled, and the spike went unseen.
             taken = inner.samples, outer.samples
             deadline = time.monotonic() + 30
             while (inner.samples < taken[0] + 2 or outer.samples < taken[1] + 2) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            del block
+            block.close()
         with PeakMemory() as later:
             pass
     assert inner.mib > before.mib + 190 and outer.mib > before.mib + 190  # the spike, seen by both
     assert later.mib < inner.mib - 150  # a later piece of work does not inherit it (ru_maxrss would)
+    frozen = inner.mib
+    held = bytearray(100 * MIB)  # memory taken after a block has ended is not counted in it
+    assert inner.mib == frozen and before.mib < frozen
+    del held
     assert memory_bytes(0) == {} and memory_bytes(2) == {"memory": 2 * MIB}
 
 

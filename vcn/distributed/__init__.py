@@ -35,7 +35,8 @@ def fit_torch_threads() -> int | None:
 
 class PeakMemory:
     """Peak resident memory of this process over one piece of work, outside Ray's object store, in MiB:
-    `with PeakMemory() as peak: ...`, then `peak.mib` (inside the block: the peak so far).
+    `with PeakMemory() as peak: ...`, then `peak.mib` (inside the block: the peak so far; after it: the block's peak,
+    fixed at its exit, so memory held later is not counted in).
 
     Sampled: a daemon thread reads /proc/self/status every `period_s` (10 ms; ~50 us a read) and keeps the
     highest VmRSS - RssShmem, i.e. heap plus mapped files (interpreter, libraries, models, frames, tensors):
@@ -80,7 +81,8 @@ class PeakMemory:
 
     @property
     def mib(self) -> float:
-        self.note()
+        if self._stop is not None and not self._stop.is_set():  # inside the block: take the latest reading too
+            self.note()
         return round(self.peak_kib / 1024, 1)
 
 
