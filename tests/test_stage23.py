@@ -260,6 +260,24 @@ def test_match_base_first_pairs_matched_tracks_from_the_warm_up_on(first, monkey
         torch.testing.assert_close(torch.as_tensor(seen[0]), ft.prep.base[ft.prep.clusterable])
 
 
+def test_base_first_warmup_only_keeps_base_matches_to_the_warm_up(monkeypatch):
+    """ssl.base_first_warmup_only: the base embeddings' matches pair tracks in the heads-only warm-up; round 1's
+    full phase pairs within tracks again; later rounds use the matching after each round as before."""
+    images, tracks = toy_identity_crops([0, 0, 1, 1, 2])
+    used = _record_training_matches(monkeypatch)
+    cfg = tiny_cfg()
+    cfg.ssl.match_base_first = cfg.ssl.base_first_warmup_only = True
+    from vcn.stage23 import finetune_video
+
+    ft = finetune_video(crops_table(images, tracks), ToyBackbone(), cfg, matcher=lambda emb, toc: {0: [1], 1: [0]})
+    warmup = cfg.ssl.warmup_epochs
+    assert warmup > 0 and len(used) == warmup + cfg.ssl.rounds * cfg.ssl.epochs_per_round
+    assert all(m == {0: [1], 1: [0]} for m in used[:warmup])
+    assert all(m == {} for m in used[warmup:warmup + cfg.ssl.epochs_per_round])
+    assert all(m == {0: [1], 1: [0]} for m in used[warmup + cfg.ssl.epochs_per_round:])
+    assert len(ft.matches) == cfg.ssl.rounds   # the base matching, then one after each round but the last
+
+
 class DarkIsIncoherent(ToyBackbone):
     """For near-black crops, the embedding layer's input lies in that layer's null space: the embedding itself
     is ~0 and any dropout mask turns it into a random direction, the signature of a low-quality face."""

@@ -289,6 +289,9 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # ssl.match_base_first: the same matching on the base embeddings, before the first round.
     first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else \
         with_pairs({}, same_setup)
+    # ssl.base_first_warmup_only: those matches for the heads-only warm-up only; round 1 as without them.
+    after_warmup = with_pairs({}, same_setup) if cfg.ssl.match_base_first and cfg.ssl.base_first_warmup_only \
+        else None
 
     t0 = time.perf_counter()
     # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
@@ -298,7 +301,7 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
         trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first,
-                           base_embeddings=prep.base, cannot_link=cannot_link)
+                           after_warmup_matches=after_warmup, base_embeddings=prep.base, cannot_link=cannot_link)
         for log in trainer.logs:
             key = f"finetune_round{log.round + 1}_{log.kind}_s"
             timings[key] = timings.get(key, 0.0) + log.seconds

@@ -469,12 +469,14 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
              match_fn: Callable[[SelfDistillation], Matches] | None = None,
              on_round: Callable[[RoundLog], None] | None = None,
              first_matches: Matches | None = None,
+             after_warmup_matches: Matches | None = None,
              base_embeddings: torch.Tensor | None = None,
              cannot_link: set[tuple[int, int]] | None = None) -> SelfDistillation:
     """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
 
-    Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first); after every
-    round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
+    Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first; where
+    `after_warmup_matches` is given, round 1's full phase draws across those instead: ssl.base_first_warmup_only);
+    after every round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
     and the next round draws pairs across them.
     `base_embeddings`: `backbone`'s un-augmented embeddings of the crops where the caller has them (the warm-up
     reads them on ssl.warmup_on_base instead of running the backbone). `cannot_link`: pairs of track ids seen in one
@@ -496,6 +498,8 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
         log = trainer.train_phase(phase, crops_uint8, track_of_crop, matches, rng, aug_gen)
         if on_round:
             on_round(log)
+        if phase.kind == "heads" and after_warmup_matches is not None:
+            matches = dict(after_warmup_matches)
         round_ends = i + 1 == len(phases) or phases[i + 1].round != phase.round
         if round_ends and phase.round + 1 < cfg.rounds and match_fn is not None:
             matches = match_fn(trainer)
