@@ -476,8 +476,8 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
 
     Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first; where
     `after_warmup_matches` is given, round 1's full phase draws across those instead: ssl.base_first_warmup_only);
-    after every round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track matches
-    and the next round draws pairs across them.
+    after every round but the last, `match_fn` (given the trainer, so it can embed with the teacher) returns track
+    matches and the next round draws pairs across them.
     `base_embeddings`: `backbone`'s un-augmented embeddings of the crops where the caller has them (the warm-up
     reads them on ssl.warmup_on_base instead of running the backbone). `cannot_link`: pairs of track ids seen in one
     frame, the known-different pairs that ssl.cooccurring_negatives trains on. Deterministic for a given cfg.seed
