@@ -38,6 +38,7 @@ from vcn.clustering.groups import group_means  # noqa: E402
 from vcn.evaluate import label_tracks  # noqa: E402
 from vcn.models import load_backbone  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
+from vcn.ssl.train import run_in_batches  # noqa: E402
 from vcn.stage23 import decode_crops  # noqa: E402
 
 PROFILE = 0.5   # nose offset beyond which the nose lies outside the eyes' span
@@ -54,10 +55,7 @@ def nose_offset(landmarks: np.ndarray) -> np.ndarray:
 def gated_embeddings(crops, backbone):
     """(the quality-gated rows of a crops table, `backbone`'s embeddings of their images [N, d])."""
     ok = crops.filter(crops["quality_ok"])
-    with torch.no_grad():
-        x = decode_crops(ok["image"].to_pylist())
-        emb = torch.cat([backbone(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
-    return ok, emb
+    return ok, run_in_batches(backbone, decode_crops(ok["image"].to_pylist()), 64, torch.device("cpu")).numpy()
 
 
 def track_features(crops, backbone) -> tuple[dict[int, np.ndarray], dict[int, float]]:

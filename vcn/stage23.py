@@ -287,11 +287,10 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
         return match(lambda: trainer.teacher_embeddings(_clusterable_images(prep)))
 
     # ssl.match_base_first: the same matching on the base embeddings, before the first round.
-    first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else \
-        with_pairs({}, same_setup)
+    within_tracks = with_pairs({}, same_setup)     # no coarse matches: pairs within tracks (and same-set-up ones)
+    first = match(lambda: prep.base[clusterable]) if cfg.ssl.match_base_first and clusterable.any() else within_tracks
     # ssl.base_first_warmup_only: those matches for the heads-only warm-up only; round 1 as without them.
-    after_warmup = with_pairs({}, same_setup) if cfg.ssl.match_base_first and cfg.ssl.base_first_warmup_only \
-        else None
+    after_warmup = within_tracks if cfg.ssl.match_base_first and cfg.ssl.base_first_warmup_only else None
 
     t0 = time.perf_counter()
     # Training every layer (ssl.backbone_layers=all), the micro-batches' freed activations go back to the OS before
