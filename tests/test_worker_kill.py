@@ -99,7 +99,29 @@ def gone(pid: int) -> bool:
 
 
 def published(out: Path) -> set[str]:
-    return {p.parent.name for p in (out / "videos").glob("*/summary.json")}
+    """Videos whose output is published. A folder being published is first copied to a hidden temporary
+    folder beside it (summary.json included), which does not count."""
+    return {p.parent.name for p in (out / "videos").glob("*/summary.json") if not p.parent.name.startswith(".")}
+
+
+def freeze(pid: int, timeout_s: float = 5.0) -> bool:
+    """SIGSTOP `pid` and wait until every thread of it has stopped (or it has exited), so that nothing it was
+    doing (a publish, say) can complete between a check and a kill. False if it did not stop in time."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for t in Path(f"/proc/{pid}/task").iterdir()]
+        except OSError:  # exited meanwhile
+            return True
+        if all(s in "tTZX" for s in states):
+            return True
+        time.sleep(0.005)
+    return False
 
 
 class WorkerKiller(threading.Thread):
@@ -147,13 +169,25 @@ class WorkerKiller(threading.Thread):
                 if not done or self.target not in title:
                     continue
                 busy = opened if self.opens_input else sorted(self.seen_open - done)[:1]
-                if busy:
-                    # Finished videos as they are at the moment of the kill (publishing is a folder swap).
-                    self.finished_before = {vid: snapshot(self.out, vid) for vid in published(self.out)}
-                    self.killed_at = time.time()
-                    os.kill(pid, signal.SIGKILL)
-                    self.killed = (pid, title, busy[0])
-                    return
+                if not busy:
+                    continue
+                # Freeze the worker, then check again: a write task may have published its video since `done`
+                # was read (the scan of /proc takes a while on a loaded machine), and killing it after its
+                # publish would make Ray rightly redo a finished video.
+                frozen = freeze(pid)
+                now = published(self.out)
+                if not frozen or busy[0] in now:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+                    continue
+                # Finished videos as they are at the moment of the kill (publishing is a folder swap).
+                self.finished_before = {vid: snapshot(self.out, vid) for vid in now}
+                self.killed_at = time.time()
+                os.kill(pid, signal.SIGKILL)
+                self.killed = (pid, title, busy[0])
+                return
             time.sleep(0.02)
 
 
