@@ -234,3 +234,37 @@ def test_nearest_chance_links_a_chain_of_one_persons_tracks_that_mutual_nearest_
                           seen_together).as_dict()
     assert 2 in linked[1] and 1 in linked[2]
     assert 5 not in linked[4] and 4 not in linked[5]
+
+
+def test_gaussian_matches_within_bounds_drop_strangers_the_few_pca_dimensions_confuse():
+    from vcn.chance import chance_closest
+    from vcn.matching import _track_cosines, find_matches
+
+    # 12 tracks of 3 crops in 64-d: each person's identity lies in dimensions 4-63, and every crop also varies
+    # widely along 4 shared directions (pose, light) that the video's PCA keeps. In those 4 dimensions strangers
+    # overlap, so the Gaussian rule matches some far apart in the whole embedding. Tracks 0 and 1 are one person
+    # (near-identical crops); tracks 2 and 3 share a frame, 0.50 apart: two people the video shows that close.
+    rng = np.random.default_rng(0)
+    identity = rng.standard_normal((12, 64))
+    identity[:, :4] = 0
+    identity /= np.linalg.norm(identity, axis=1, keepdims=True)
+    identity[3] = identity[2] + 0.9 * identity[3]
+    identity[3] /= np.linalg.norm(identity[3])
+    crops = identity[:, None, :].repeat(3, axis=1)
+    crops[:, :, :4] += 0.8 * rng.standard_normal((12, 3, 4))
+    crops[1] = crops[0] + 0.01 * rng.standard_normal((3, 64))
+    embeddings, track_of_crop = crops.reshape(-1, 64), np.repeat(np.arange(12), 3)
+    seen_together = {(2, 3)}
+
+    def pairs(cfg):
+        m = find_matches(embeddings, track_of_crop, cfg, seen_together)
+        return {(int(m.track_ids[a]), int(m.track_ids[b])) for a, b in zip(*np.nonzero(m.matched)) if a < b}
+
+    ids, sim, shared = _track_cosines(embeddings, track_of_crop, seen_together)
+    dist = 1 - sim
+    bound = max(1 - shared.max(), chance_closest(dist[np.triu_indices(12, 1)]))
+    plain, bounded = pairs(MatchConfig()), pairs(MatchConfig(gaussian_within_bounds=True))
+    assert (0, 1) in plain and (0, 1) in bounded
+    assert any(dist[a, b] >= bound for a, b in plain)       # the rule alone links strangers beyond both bounds
+    assert bounded <= plain and all(dist[a, b] < bound for a, b in bounded)
+    assert bounded == {(0, 1)}

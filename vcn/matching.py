@@ -190,6 +190,24 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), known_different), matched)
 
 
+def closer_than_different_people(embeddings: np.ndarray, track_of_crop: np.ndarray,
+                                  cannot_link: set[tuple[int, int]] | None) -> np.ndarray:
+    """bool [T, T] over the sorted track ids: the pair's track means (cosine) are closer than at least one of the
+    two distances at which the video shows different people, its closest pair of tracks seen in one frame and
+    how close two of its tracks come by chance (vcn.chance). All True where the video gives neither.
+
+    match.gaussian_within_bounds applies it to the Gaussian rule, which compares tracks in a PCA space of a few
+    dimensions (about a track's crop count): there two people can overlap who are far apart in the full embedding
+    (on the campaign video, two strangers at cosine 0.76 against bounds of 0.51 and 0.62)."""
+    ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
+    dist = 1.0 - sim
+    bounds = [chance_closest(dist[np.triu_indices(len(ids), 1)])]
+    if len(shared_frame):
+        bounds.append(1.0 - float(shared_frame.max()))
+    bounds = [b for b in bounds if not math.isnan(b)]
+    return dist < max(bounds) if bounds else np.ones_like(dist, dtype=bool)
+
+
 MATCH_METHODS = ("gaussian", "first_neighbour", "gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance")
 
 
@@ -198,16 +216,18 @@ def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchCo
     """Coarse matching by cfg.method: 'gaussian' (METHOD.md, the paper preset's), 'first_neighbour', or
     'gaussian_mutual' (the Gaussian matches plus mutual_nearest_within_known_different) or
     'gaussian_mutual_chance' (the same, the mutual matches also below the video's chance bound) or
-    'gaussian_nearest_chance' (as 'gaussian_mutual_chance', each track's nearest matched whether mutual or not)."""
-    if cfg.method == "gaussian":
-        return match_tracks(embeddings, track_of_crop, cfg, cannot_link)
+    'gaussian_nearest_chance' (as 'gaussian_mutual_chance', each track's nearest matched whether mutual or not).
+    cfg.gaussian_within_bounds keeps only the Gaussian matches closer than `closer_than_different_people`."""
     if cfg.method == "first_neighbour":
         return first_neighbour_matches(embeddings, track_of_crop, cannot_link)
+    if cfg.method not in MATCH_METHODS:
+        raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
+    gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
+    if cfg.gaussian_within_bounds:
+        gaussian.matched &= closer_than_different_people(embeddings, track_of_crop, cannot_link)
     if cfg.method in ("gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance"):
-        gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
         nearest = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link,
                                                         below_chance=cfg.method.endswith("_chance"),
                                                         mutual=cfg.method != "gaussian_nearest_chance")
         gaussian.matched |= nearest.matched
-        return gaussian
-    raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
+    return gaussian
