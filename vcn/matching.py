@@ -140,6 +140,18 @@ def _track_cosines(embeddings: np.ndarray, track_of_crop: np.ndarray, cannot_lin
     return ids, sim, shared_frame
 
 
+def _different_person_distances(embeddings: np.ndarray, track_of_crop: np.ndarray,
+                                cannot_link: set[tuple[int, int]] | None
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(track ids, `_track_cosines`' similarities, cosine distances, the distance of the closest pair of tracks
+    sharing a frame (NaN without one), how close two tracks come by chance (vcn.chance; NaN under two pairs)):
+    the distances at which the video shows two different people, the bounds the matching rules stay below."""
+    ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
+    dist = 1.0 - sim
+    known = 1.0 - float(shared_frame.max()) if len(shared_frame) else math.nan
+    return ids, sim, dist, known, chance_closest(dist[np.triu_indices(len(ids), 1)])
+
+
 def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
                             cannot_link: set[tuple[int, int]] | None = None) -> TrackMatches:
     """Alternative coarse matching (cfg.match.method = first_neighbour; not the paper's): each track matches
@@ -174,14 +186,11 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
     mutual=False: each track matches its nearest track under the same bound, whether or not it is that track's
     nearest too (a person seen in many shots is a chain of nearest tracks, of which "each other's nearest" keeps
     only the ends' pairs)."""
-    ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
+    ids, sim, dist, known_different, chance = _different_person_distances(embeddings, track_of_crop, cannot_link)
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
-    if len(shared_frame) == 0:
+    if math.isnan(known_different):
         return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
-    dist = 1.0 - sim
-    known_different = 1.0 - float(shared_frame.max())
-    chance = chance_closest(dist[np.triu_indices(len(ids), 1)]) if below_chance else math.nan
-    if not math.isnan(chance):
+    if below_chance and not math.isnan(chance):
         known_different = min(known_different, chance)
     nearest = dist.argmin(axis=1)
     for k, n in enumerate(nearest.tolist()):
@@ -199,12 +208,8 @@ def closer_than_different_people(embeddings: np.ndarray, track_of_crop: np.ndarr
     match.gaussian_within_bounds applies it to the Gaussian rule, which compares tracks in a PCA space of a few
     dimensions (about a track's crop count): there two people can overlap who are far apart in the full embedding
     (on the campaign video, two strangers at cosine 0.76 against bounds of 0.51 and 0.62)."""
-    ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
-    dist = 1.0 - sim
-    bounds = [chance_closest(dist[np.triu_indices(len(ids), 1)])]
-    if len(shared_frame):
-        bounds.append(1.0 - float(shared_frame.max()))
-    bounds = [b for b in bounds if not math.isnan(b)]
+    _, _, dist, known_different, chance = _different_person_distances(embeddings, track_of_crop, cannot_link)
+    bounds = [b for b in (known_different, chance) if not math.isnan(b)]
     return dist < max(bounds) if bounds else np.ones_like(dist, dtype=bool)
 
 
