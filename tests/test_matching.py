@@ -263,7 +263,7 @@ def test_gaussian_matches_within_bounds_drop_strangers_the_few_pca_dimensions_co
     ids, sim, shared = _track_cosines(embeddings, track_of_crop, seen_together)
     dist = 1 - sim
     bound = max(1 - shared.max(), chance_closest(dist[np.triu_indices(12, 1)]))
-    plain, bounded = pairs(MatchConfig()), pairs(MatchConfig(gaussian_within_bounds=True))
+    plain, bounded = pairs(MatchConfig(gaussian_within_bounds=False)), pairs(MatchConfig())   # the default bounds
     assert (0, 1) in plain and (0, 1) in bounded
     assert any(dist[a, b] >= bound for a, b in plain)       # the rule alone links strangers beyond both bounds
     assert bounded <= plain and all(dist[a, b] < bound for a, b in bounded)
