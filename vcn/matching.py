@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -140,16 +141,24 @@ def _track_cosines(embeddings: np.ndarray, track_of_crop: np.ndarray, cannot_lin
     return ids, sim, shared_frame
 
 
-def _different_person_distances(embeddings: np.ndarray, track_of_crop: np.ndarray,
-                                cannot_link: set[tuple[int, int]] | None
-                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """(track ids, `_track_cosines`' similarities, cosine distances, the distance of the closest pair of tracks
-    sharing a frame (NaN without one), how close two tracks come by chance (vcn.chance; NaN under two pairs)):
-    the distances at which the video shows two different people, the bounds the matching rules stay below."""
+class DifferentPeople(NamedTuple):
+    """The track-mean distances of a video and the two at which it shows two different people, the bounds the
+    matching rules stay below (`different_person_distances`)."""
+
+    ids: np.ndarray                # sorted track ids
+    sim: np.ndarray                # `_track_cosines`' similarities [T, T]
+    dist: np.ndarray               # 1 - sim
+    known_different: float         # distance of the closest pair of tracks sharing a frame (NaN without one)
+    chance: float                  # how close two tracks come by chance (vcn.chance; NaN under two pairs)
+
+
+def different_person_distances(embeddings: np.ndarray, track_of_crop: np.ndarray,
+                               cannot_link: set[tuple[int, int]] | None) -> DifferentPeople:
+    """The video's `DifferentPeople`, computed once for every rule of a matching that reads them."""
     ids, sim, shared_frame = _track_cosines(embeddings, track_of_crop, cannot_link)
     dist = 1.0 - sim
     known = 1.0 - float(shared_frame.max()) if len(shared_frame) else math.nan
-    return ids, sim, dist, known, chance_closest(dist[np.triu_indices(len(ids), 1)])
+    return DifferentPeople(ids, sim, dist, known, chance_closest(dist[np.triu_indices(len(ids), 1)]))
 
 
 def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
@@ -172,7 +181,8 @@ def first_neighbour_matches(embeddings: np.ndarray, track_of_crop: np.ndarray,
 
 def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop: np.ndarray,
                                           cannot_link: set[tuple[int, int]] | None,
-                                          below_chance: bool = False, mutual: bool = True) -> TrackMatches:
+                                          below_chance: bool = False, mutual: bool = True,
+                                          people: DifferentPeople | None = None) -> TrackMatches:
     """Tracks that are each other's nearest track (cosine of mean embeddings, pairs sharing a frame excluded)
     and closer than the video's closest pair of tracks that share a frame: two faces seen together are two
     people, so that distance is one the video itself shows between different people. No match without such a
@@ -185,8 +195,9 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
 
     mutual=False: each track matches its nearest track under the same bound, whether or not it is that track's
     nearest too (a person seen in many shots is a chain of nearest tracks, of which "each other's nearest" keeps
-    only the ends' pairs)."""
-    ids, sim, dist, known_different, chance = _different_person_distances(embeddings, track_of_crop, cannot_link)
+    only the ends' pairs). `people`: `different_person_distances` of these arguments where the caller has it."""
+    people = people or different_person_distances(embeddings, track_of_crop, cannot_link)
+    ids, sim, dist, known_different, chance = people
     matched = np.zeros((len(ids), len(ids)), dtype=bool)
     if math.isnan(known_different):
         return TrackMatches(ids.astype(np.int64), sim, np.full(len(ids), np.nan), matched)
@@ -200,15 +211,17 @@ def mutual_nearest_within_known_different(embeddings: np.ndarray, track_of_crop:
 
 
 def closer_than_different_people(embeddings: np.ndarray, track_of_crop: np.ndarray,
-                                  cannot_link: set[tuple[int, int]] | None) -> np.ndarray:
+                                  cannot_link: set[tuple[int, int]] | None,
+                                  people: DifferentPeople | None = None) -> np.ndarray:
     """bool [T, T] over the sorted track ids: the pair's track means (cosine) are closer than at least one of the
     two distances at which the video shows different people, its closest pair of tracks seen in one frame and
     how close two of its tracks come by chance (vcn.chance). All True where the video gives neither.
 
     match.gaussian_within_bounds applies it to the Gaussian rule, which compares tracks in a PCA space of a few
     dimensions (about a track's crop count): there two people can overlap who are far apart in the full embedding
-    (on the campaign video, two strangers at cosine 0.76 against bounds of 0.51 and 0.62)."""
-    _, _, dist, known_different, chance = _different_person_distances(embeddings, track_of_crop, cannot_link)
+    (on the campaign video, two strangers at cosine 0.76 against bounds of 0.51 and 0.62). `people`: as in
+    `mutual_nearest_within_known_different`."""
+    _, _, dist, known_different, chance = people or different_person_distances(embeddings, track_of_crop, cannot_link)
     bounds = [b for b in (known_different, chance) if not math.isnan(b)]
     return dist < max(bounds) if bounds else np.ones_like(dist, dtype=bool)
 
@@ -228,11 +241,16 @@ def find_matches(embeddings: np.ndarray, track_of_crop: np.ndarray, cfg: MatchCo
     if cfg.method not in MATCH_METHODS:
         raise VcnError(f"match.method={cfg.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
     gaussian = match_tracks(embeddings, track_of_crop, cfg, cannot_link)
+    with_nearest = cfg.method in ("gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance")
+    # Both rules read the same track-mean distances (a T x T product and the chance bound): computed once.
+    people = (different_person_distances(embeddings, track_of_crop, cannot_link)
+              if cfg.gaussian_within_bounds or with_nearest else None)
     if cfg.gaussian_within_bounds:
-        gaussian.matched &= closer_than_different_people(embeddings, track_of_crop, cannot_link)
-    if cfg.method in ("gaussian_mutual", "gaussian_mutual_chance", "gaussian_nearest_chance"):
+        gaussian.matched &= closer_than_different_people(embeddings, track_of_crop, cannot_link, people)
+    if with_nearest:
         nearest = mutual_nearest_within_known_different(embeddings, track_of_crop, cannot_link,
                                                         below_chance=cfg.method.endswith("_chance"),
-                                                        mutual=cfg.method != "gaussian_nearest_chance")
+                                                        mutual=cfg.method != "gaussian_nearest_chance",
+                                                        people=people)
         gaussian.matched |= nearest.matched
     return gaussian
