@@ -65,6 +65,7 @@ def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_p
     assert (paper.match.method, default.match.method) == ("gaussian", "gaussian_mutual_chance")
     assert (paper.match.gaussian_within_bounds, default.match.gaussian_within_bounds) == (False, True)
     assert (paper.cluster.join_final_matches, default.cluster.join_final_matches) == (False, True)
+    assert (paper.cluster.join_base_matches, default.cluster.join_base_matches) == (False, True)
     assert (paper.ssl.rounds, default.ssl.rounds) == (3, 2)
     assert (paper.cluster.join_same_setup, default.cluster.join_same_setup) == (False, True)
     assert (paper.ssl.train_same_setup, default.ssl.train_same_setup) == (False, True)

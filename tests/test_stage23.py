@@ -495,7 +495,7 @@ def test_join_base_matches_joins_pieces_the_base_space_still_holds_together(base
     ft, apart = _split_person(base_apart)
     cluster_of = lambda cfg: dict(zip(*(cluster_finetuned(ft, cfg, "v", apart).column(c).to_pylist()
                                         for c in ("track_id", "cluster_id"))))
-    off = cluster_of(RunConfig.load(None, overrides=["cluster.metric=cosine"]))
+    off = cluster_of(RunConfig.load(None, overrides=["cluster.metric=cosine", "cluster.join_base_matches=false"]))
     on = cluster_of(RunConfig.load(None, overrides=["cluster.metric=cosine", "cluster.join_base_matches=true"]))
     assert off[0] != off[1] and len(set(off.values())) == 13          # the finetuned space alone keeps it split
     assert (on[0] == on[1]) is joined
