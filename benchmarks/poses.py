@@ -36,11 +36,20 @@ from clustering import stage1_tables  # noqa: E402
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.clustering.groups import group_means  # noqa: E402
 from vcn.evaluate import label_tracks  # noqa: E402
-from vcn.faces.pose import PROFILE, track_poses  # noqa: E402
 from vcn.models import load_backbone  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 from vcn.ssl.train import run_in_batches  # noqa: E402
 from vcn.stage23 import decode_crops  # noqa: E402
+
+PROFILE = 0.5   # nose offset beyond which the nose lies outside the eyes' span
+
+
+def nose_offset(landmarks: np.ndarray) -> np.ndarray:
+    """[N, 10] five-point landmarks -> [N] |t - 0.5|, t the nose's position along the left-to-right eye vector."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    eyes = lm[:, 1] - lm[:, 0]
+    t = np.einsum("nd,nd->n", lm[:, 2] - lm[:, 0], eyes) / np.maximum(np.einsum("nd,nd->n", eyes, eyes), 1e-6)
+    return np.abs(t - 0.5)
 
 
 def gated_embeddings(crops, backbone):
@@ -54,9 +63,12 @@ def track_features(crops, backbone) -> tuple[dict[int, np.ndarray], dict[int, fl
     ok, emb = gated_embeddings(crops, backbone)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     track = ok["track_id"].to_numpy()
+    offset = nose_offset(np.stack(ok["landmarks"].to_numpy(zero_copy_only=False)))
     ids, sums = group_means(emb, track)
     unit = sums / np.linalg.norm(sums, axis=1, keepdims=True)
-    return dict(zip(ids.tolist(), unit)), track_poses(crops)
+    means = dict(zip(ids.tolist(), unit))
+    poses = {t: float(np.median(offset[track == t])) for t in means}
+    return means, poses
 
 
 def candidate_pairs(clusters: dict[int, int], identity: dict[int, str | None], means: dict[int, np.ndarray],

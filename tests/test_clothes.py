@@ -88,26 +88,6 @@ def test_unknown_tracks_and_tracks_without_a_torso_are_left_alone():
     assert joined[5] == -1 and joined[1] == joined[2] and joined[4] not in (joined[1], joined[3])
 
 
-def test_asked_for_profiles_only_the_clothes_join_a_profile_to_its_frontal_piece_never_two_frontal_faces():
-    labels, torso, emb, toc, apart = _scene()
-    frontal = {1: 0.1, 2: 0.2, 3: 0.0, 4: 0.1}
-    assert join_same_clothes(labels, torso, emb, toc, apart, frontal) == labels
-    joined = join_same_clothes(labels, torso, emb, toc, apart, {**frontal, 2: 0.9})
-    assert joined == join_same_clothes(labels, torso, emb, toc, apart) and joined[1] == joined[2]
-
-
-def test_a_track_pose_is_the_median_nose_offset_of_its_gated_crops_and_a_cluster_the_median_of_its_tracks():
-    from vcn.faces.pose import cluster_is_profile, track_poses
-
-    eyes_nose = lambda nose_x: [40.0, 50.0, 60.0, 50.0, nose_x, 65.0, 42.0, 80.0, 58.0, 80.0]
-    crops = _crops().set_column(11, "landmarks", pa.array([eyes_nose(50), eyes_nose(80), eyes_nose(75)]))
-    crops = crops.set_column(14, "quality_ok", pa.array([True, False, True]))
-    poses = track_poses(crops)
-    assert poses == pytest.approx({7: 0.0, 8: 1.25})   # track 7's ungated profile crop is not read
-    assert cluster_is_profile([8], poses) and not cluster_is_profile([7], poses)
-    assert not cluster_is_profile([7, 8, 9], {**poses, 9: 0.1}) and not cluster_is_profile([5], poses)
-
-
 def _crops(torso_column=True) -> pa.Table:
     rows = {"video_id": ["v"] * 3, "crop_id": [0, 1, 2], "track_id": [7, 7, 8], "shot_id": [0] * 3,
             "frame": [0, 5, 5], "t_s": [0.0, 0.2, 0.2], "x1": [0.0] * 3, "y1": [0.0] * 3, "x2": [9.0] * 3,
@@ -162,10 +142,6 @@ def test_stage_3_joins_by_clothes_only_when_asked_and_says_when_it_cannot():
     off = cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=ask[:3]), "v", apart))
     on = cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=ask), "v", apart))
     assert off[1] != off[2] and on[1] == on[2] and len(set(on.values())) == len(set(off.values())) - 1
-    profiles_only = ask + ["cluster.clothes_profiles_only=true"]
-    assert cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=profiles_only), "v", apart)) == off
-    ft.prep.pose = {1: 0.1, 2: 0.9, 3: 0.0, 4: 0.1}
-    assert cluster_of(cluster_finetuned(ft, RunConfig.load(None, overrides=profiles_only), "v", apart)) == on
     bare, apart = _finetuned({})
     with pytest.warns(UserWarning, match="torso_hist"):
         assert cluster_of(cluster_finetuned(bare, RunConfig.load(None, overrides=ask), "v", apart)) == off

@@ -371,10 +371,6 @@ class ClusterConfig:
     # Off: over the 8 labelled videos x 2 seeds it joined 4 split people (mean F 0.965 / 0.955 -> 0.983 / 0.970)
     # but merged two golfers in one team polo on seed 1, in both cuts of the promo (docs/measurements.md "Clothes").
     join_same_clothes: bool = False
-    # with join_same_clothes: ask the clothes only where one of the two clusters is a profile (the median nose
-    # offset of its tracks above 0.5, vcn.faces.pose): the splits left are mostly profile pieces, and the clothes
-    # join's one harm was two frontal golfers in one team polo. Not in the paper (docs/measurements.md "Clothes").
-    clothes_profiles_only: bool = False
     # vcn only: then join the clusters of two tracks at one spot of one camera set-up in two shots (the shot
     # detector would see no cut between their frames, and each face box holds the other's centre;
     # vcn.clustering.setups), most alike first, never two tracks sharing a frame. Reads the frame, not the face, so

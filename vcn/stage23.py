@@ -28,7 +28,6 @@ from vcn.clustering.join import join_below_chance, join_matched_clusters, matche
 from vcn.clustering.setups import same_setup_pairs
 from vcn.config import RunConfig
 from vcn.errors import VcnError
-from vcn.faces.pose import track_poses
 from vcn.heap import release_memory, trim_before_no_grad_passes
 from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
@@ -68,7 +67,6 @@ class _Prepared:
     torso: dict[int, np.ndarray] = field(default_factory=dict)  # track -> mean torso histogram (vcn.faces.clothes)
     # tracks at one spot of one camera set-up in two shots, most alike first (vcn.clustering.setups)
     same_setup: list[tuple[int, int]] = field(default_factory=list)
-    pose: dict[int, float] = field(default_factory=dict)  # track -> median nose offset (vcn.faces.pose)
 
 
 def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict[str, float]) -> _Prepared:
@@ -100,7 +98,7 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable,
-                     _track_torsos(crops), _same_setup_pairs(crops, cfg), track_poses(crops))
+                     _track_torsos(crops), _same_setup_pairs(crops, cfg))
 
 
 def _same_setup_pairs(crops: pa.Table, cfg: RunConfig) -> list[tuple[int, int]]:
@@ -393,8 +391,7 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
                 warnings.warn(f"{video_id}: no crop has its torso colours (a crops table made before vcn stored "
                               "torso_hist, or only close-ups), so cluster.join_same_clothes joins nothing; for an "
                               "older table re-run the track stage with --force")
-            labels = join_same_clothes(labels, ft.prep.torso, emb, track_of_crop, cannot_link,
-                                       ft.prep.pose if cfg.cluster.clothes_profiles_only else None)
+            labels = join_same_clothes(labels, ft.prep.torso, emb, track_of_crop, cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_setup:
             labels = join_matched_clusters(labels, ft.prep.same_setup, cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0

@@ -7,9 +7,7 @@ video a person mostly keeps their clothes. Two clusters are joined when
   two clusters of the video come by chance (vcn.chance, on the similarities of all cluster pairs), and
 - one is the other's nearest cluster by face (the finetuned embedding), so clothes pick among the faces rather
   than override them, and
-- no track of one shares a frame with a track of the other, and
-- where `poses` is given (cluster.clothes_profiles_only), one of the two is a profile (vcn.faces.pose): the clothes
-  speak only where the face cannot.
+- no track of one shares a frame with a track of the other.
 Nearest face first, one join at a time, the joined cluster judged again, until nothing joins. A video with no two
 people in one frame, both torsos visible, joins nothing: nothing says how alike two people there dress.
 """
@@ -24,7 +22,6 @@ from vcn.chance import chance_closest
 from vcn.clustering.baselines import mean_track_embeddings
 from vcn.clustering.join import join_matched_clusters
 from vcn.faces.clothes import similarity
-from vcn.faces.pose import cluster_is_profile
 
 
 def alike_by_chance(similarities: np.ndarray) -> float:
@@ -35,12 +32,10 @@ def alike_by_chance(similarities: np.ndarray) -> float:
 
 
 def join_same_clothes(labels: dict[int, int], torso: dict[int, np.ndarray], embeddings: np.ndarray,
-                      track_of_crop: np.ndarray, cannot_link: set[tuple[int, int]],
-                      poses: dict[int, float] | None = None) -> dict[int, int]:
+                      track_of_crop: np.ndarray, cannot_link: set[tuple[int, int]]) -> dict[int, int]:
     """track id -> cluster with clusters joined as the module says. `torso`: track id -> its torso histogram
     (tracks whose torso was never in frame are absent); `embeddings`, `track_of_crop`: the clustered crops'
-    finetuned embeddings and tracks; `cannot_link`: (track, track) pairs sharing a frame; `poses`: track id -> its
-    median nose offset, given to join only pairs with a profile side."""
+    finetuned embeddings and tracks; `cannot_link`: (track, track) pairs sharing a frame."""
     apart = [(a, b) for a, b in cannot_link if a in torso and b in torso]
     if not apart:
         return labels
@@ -73,10 +68,8 @@ def join_same_clothes(labels: dict[int, int], torso: dict[int, np.ndarray], embe
         bound = max(seen_together, np.nan_to_num(alike_by_chance(alike[upper]), nan=-np.inf))
         face_free = np.where(blocked, np.inf, face)
         nearest = face_free.argmin(axis=1)
-        profile = (np.array([cluster_is_profile(members[c], poses) for c in ids]) if poses is not None
-                   else np.ones(len(ids), dtype=bool))
         candidates = [(float(face[i, j]), i, j) for i, j in zip(*np.nonzero(upper & (alike > bound)))
-                      if (nearest[i] == j or nearest[j] == i) and (profile[i] or profile[j])]
+                      if nearest[i] == j or nearest[j] == i]
         if not candidates:
             return labels
         _, i, j = min(candidates)
