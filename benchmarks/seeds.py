@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed, review_possible_splits,  # noqa: E402
-                        scorer, stage1_tables)
+from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed,  # noqa: E402
+                        package_versions, review_possible_splits, scorer, stage1_tables)
 
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
@@ -153,6 +153,9 @@ def merge(parts: list[dict]) -> dict:
                 raise ValueError(f"config {name!r} is {out['configs'][name]} in one file and {overrides} in another")
     out["command"] = [c for p in parts for c in (p["command"] if isinstance(p["command"], list) else [p["command"]])]
     out["seeds"] = sorted({s for p in parts for s in p["seeds"]})
+    packages = [p.get("packages") for p in parts]
+    if any(x != packages[0] for x in packages):
+        out["packages"] = packages     # the parts ran on other installs: one entry per part, in `command`'s order
     for p in parts[1:]:            # a video one run did not reach (stopped early) keeps the seeds that did
         for v, row in p["videos"].items():
             mine = out["videos"].setdefault(v, json.loads(json.dumps(row)))
@@ -214,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = load_backbone("sface")
     results: dict = {"machine": f"{platform.node()}, {torch.get_num_threads()} torch threads",
                      "command": "python benchmarks/seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "packages": package_versions(),
                      "configs": {name: overrides for name, overrides in configs}, "seeds": seeds, "videos": {}}
     for name in args.videos.split(","):
         results["videos"][name] = evaluate_video(name, Path(args.out), backbone, configs, seeds)

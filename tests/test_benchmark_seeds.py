@@ -73,3 +73,16 @@ def test_merge_joins_a_config_measured_later_and_refuses_a_name_reused_for_other
     clash = dict(later, configs={"one": ["ssl.prototype_sets=2"]})
     with pytest.raises(ValueError, match="config 'one'"):
         bench.merge([first, clash])
+
+
+def test_a_result_names_the_installed_builds_and_a_merge_of_runs_on_other_installs_keeps_each(bench):
+    import torch
+
+    versions = bench.package_versions()
+    assert versions["torch"] == torch.__version__.split("+")[0] and {"numpy", "onnxruntime", "av"} <= set(versions)
+    part = {"configs": {"one": []}, "seeds": [0], "command": "x", "packages": {"torch": "1"},
+            "videos": {"a": video({"one": {"0": scored(0.7)}}, HAC)}}
+    same = dict(part, seeds=[1], command="y", videos={"a": video({"one": {"1": scored(0.9)}}, HAC)})
+    assert bench.merge([part, same])["packages"] == {"torch": "1"}
+    other = dict(same, packages={"torch": "2"})
+    assert bench.merge([part, other])["packages"] == [{"torch": "1"}, {"torch": "2"}]
