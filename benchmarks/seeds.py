@@ -30,12 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed,  # noqa: E402
-                        package_versions, review_possible_splits, scorer, stage1_tables)
+from clustering import (HAC_THRESHOLDS, REAL, against_targets, as_reviewed, review_possible_splits,  # noqa: E402
+                        scorer, stage1_tables)
 
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.config import RunConfig  # noqa: E402
 from vcn.evaluate import label_tracks, to_json  # noqa: E402
+from vcn.pipeline import package_versions  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 
 DEFAULT_CONFIGS = ("one_set:ssl.prototype_sets=1", "four_sets:ssl.prototype_sets=4")

