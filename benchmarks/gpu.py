@@ -17,6 +17,12 @@ reason, so the JSON is always written (after every section, so a killed run keep
   through `vcn run` in a subprocess with the default (auto) devices: wall seconds, peak RSS (the child's VmHWM,
   sampled every 0.5 s), the summary's
   per-stage seconds and the real-time factor, and the extrapolation to a 2-hour film (linear in length).
+- labelled: `vcn run` with the same devices on labelled real clips (../shared/data/videos/real/ with their truth in
+  ../shared/data/truth/; --labelled, default the 15-s Friends clip), scored by `vcn.evaluate` (WCP, PCR, BCubed F):
+  the GPU's clusters beside the CPU's in docs/measurements.md.
+
+A section that fails records its error (the traceback's end) and the next one still runs: a first run on a new
+machine should bring back every figure that works and the reason for each that does not.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+SHARED = REPO.parent / "shared" / "data"
 
 
 class Budget:
@@ -126,23 +134,13 @@ def _vm_hwm_kib(pid: int) -> int:
         return 0
 
 
-def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, material_s: float,
-               budget: Budget, stages: str) -> dict:
-    from long_video_memory import loop_video, write_material
-
-    width, height = size
-    material = work / "material.mp4"
-    t0 = time.perf_counter()
-    write_material(material, material_s / 60, material_s, width, height, fps)
-    video = work / f"looped_{minutes:g}min_{width}x{height}.mp4"
-    loop_video(material, video, max(1, round(minutes * 60 / material_s)))
-    made = time.perf_counter() - t0
-    out = work / "vcn"
+def vcn_run(video: Path, out: Path, stages: str, timeout: float) -> dict:
+    """`vcn run` in a subprocess with the default devices: return code, wall seconds, the child's peak RSS and
+    its summary.json (the log's end where it failed)."""
     command = [sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--quiet", "--force",
                "--stages", stages]
-    timeout = max(10.0, budget.left() - 5)
     t0 = time.perf_counter()
-    log = work / "vcn_run.log"  # a file, not a pipe: a long run's warnings cannot fill a pipe and stall it
+    log = out.parent / f"{out.name}_run.log"  # a file, not a pipe: a long run's warnings cannot fill a pipe
     with open(log, "w") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
     peak_kib = 0
@@ -155,19 +153,68 @@ def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, mate
         rc, err = None, f"stopped at the time budget ({timeout:.0f} s)"
     else:
         rc, err = proc.returncode, log.read_text().strip()[-2000:]
-    wall = time.perf_counter() - t0
     summary_path = out / video.stem / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() and rc == 0 else {}
-    length_s = minutes * 60
-    result = {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages,
-              "render_and_loop_s": round(made, 1),
-              "returncode": rc, "wall_s": round(wall, 1), "peak_rss_mib": round(peak_kib / 1024, 1),
-              "realtime_factor": round(length_s / wall, 2), "counts": summary.get("counts"),
-              "seconds": summary.get("seconds"), "frames_per_second": summary.get("frames_per_second"),
-              "two_hour_film_minutes_if_linear": round(wall * 7200 / length_s / 60, 1)}
+    result = {"returncode": rc, "wall_s": round(time.perf_counter() - t0, 1),
+              "peak_rss_mib": round(peak_kib / 1024, 1), "summary": summary}
     if rc != 0:
         result["stderr"] = err
     return result
+
+
+def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, material_s: float,
+               budget: Budget, stages: str) -> dict:
+    from long_video_memory import loop_video, write_material
+
+    width, height = size
+    material = work / "material.mp4"
+    t0 = time.perf_counter()
+    write_material(material, material_s / 60, material_s, width, height, fps)
+    video = work / f"looped_{minutes:g}min_{width}x{height}.mp4"
+    loop_video(material, video, max(1, round(minutes * 60 / material_s)))
+    made = time.perf_counter() - t0
+    run = vcn_run(video, work / "vcn", stages, timeout=max(10.0, budget.left() - 5))
+    summary, wall, length_s = run.pop("summary"), run["wall_s"], minutes * 60
+    return {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages,
+            "render_and_loop_s": round(made, 1), **run,
+            "realtime_factor": round(length_s / wall, 2), "counts": summary.get("counts"),
+            "seconds": summary.get("seconds"), "frames_per_second": summary.get("frames_per_second"),
+            "two_hour_film_minutes_if_linear": round(wall * 7200 / length_s / 60, 1)}
+
+
+def labelled_clips(names: list[str], work: Path, budget: Budget) -> list[dict]:
+    """Each labelled real clip through `vcn run` (all stages), scored against its truth."""
+    from vcn.evaluate import evaluate
+
+    rows = []
+    for name in names:
+        video, truth = SHARED / "videos" / "real" / f"{name}.mp4", SHARED / "truth" / f"{name}.truth.csv"
+        if not (video.is_file() and truth.is_file()):
+            rows.append({"video": name, "skipped": f"{video} or {truth} is missing"})
+            continue
+        if budget.left() < 20:
+            rows.append({"video": name, "skipped": "out of time"})
+            continue
+        run = vcn_run(video, work / f"labelled_{name}", "detect,track,cluster", timeout=budget.left() - 5)
+        summary = run.pop("summary")
+        row = {"video": name, **run, "counts": summary.get("counts"), "seconds": summary.get("seconds")}
+        if run["returncode"] == 0:
+            scores = evaluate(work / f"labelled_{name}" / name, truth)
+            row.update({k: scores.get(k) for k in ("wcp", "pcr", "bcubed_f", "nmi", "unknown_share",
+                                                   "tracks_labelled", "truth_identities")})
+        rows.append(row)
+        print(f"labelled {row}", flush=True)
+    return rows
+
+
+def run_section(report: dict, key: str, fn, save) -> None:
+    """report[key] = fn(), or the error's traceback where it failed; written either way."""
+    try:
+        report[key] = fn()
+    except Exception:  # noqa: BLE001 - a broken section must not cost the figures of the others
+        report[key] = {"error": traceback.format_exc()[-3000:]}
+        print(f"{key} failed:\n{report[key]['error']}", flush=True)
+    save()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,12 +226,24 @@ def main(argv: list[str] | None = None) -> int:
                         "cuda when there is a GPU, else cpu)")
     parser.add_argument("--stages", default="detect,track,cluster", help="stages of the end-to-end run")
     parser.add_argument("--work", help="folder for the rendered video and vcn output (default: temporary)")
+    parser.add_argument("--sections", default="detector,finetune,end_to_end,labelled",
+                        help="sections to run after the environment (default: all four; a rerun can take fewer)")
+    parser.add_argument("--labelled", default="azvi_friends", help="labelled real clips to run and score after "
+                        "the end-to-end run, comma-separated ('' = none; default: azvi_friends)")
+    parser.add_argument("--labelled-reserve-s", type=float, default=None,
+                        help="seconds kept for them (default: 60 each, 0 with --tiny)")
     args = parser.parse_args(argv)
     import torch
 
     from vcn.config import SSLConfig
 
     budget = Budget(args.budget_s)
+    sections = set(args.sections.split(","))
+    if sections - {"detector", "finetune", "end_to_end", "labelled"}:
+        parser.error(f"--sections {args.sections}: choose among detector, finetune, end_to_end, labelled")
+    names = [n for n in args.labelled.split(",") if n] if "labelled" in sections else []
+    if args.labelled_reserve_s is None:
+        args.labelled_reserve_s = 0.0 if args.tiny else 60.0 * len(names)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     detect_device = device if device.startswith("cuda") else "torch-cpu"
     if args.tiny:
@@ -202,33 +261,41 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         out.write_text(json.dumps(report, indent=2, default=str))
 
-    report["environment"] = environment()
+    run_section(report, "environment", environment, save)
     print(json.dumps(report["environment"]), flush=True)
-    save()
     # Reserve for the end-to-end run: about 4 minutes on a GPU for 10 minutes of 1080p (render, loop, vcn run).
-    reserve = 30.0 if args.tiny else 240.0
-    report["detector"] = {"torch": detector_fps(detect_device, sizes, batches, budget, min_s, reserve)}
-    save()
-    cpu_batches = batches[:2] if not args.tiny else batches[:1]
-    report["detector"]["onnxruntime_cpu"] = detector_fps("cpu", sizes, cpu_batches, budget, min_s / 2, reserve)
-    save()
-    if budget.left() > reserve:
-        report["finetune"] = finetune_steps(device, crops, epochs, pairs)
-        print(f"finetune {report['finetune']['phases']}", flush=True)
-    else:
+    reserve = (30.0 if args.tiny else 240.0) + args.labelled_reserve_s
+    report["detector"] = {}
+    if "detector" in sections:
+        run_section(report["detector"], "torch",
+                    lambda: detector_fps(detect_device, sizes, batches, budget, min_s, reserve), save)
+        cpu_batches = batches[:2] if not args.tiny else batches[:1]
+        run_section(report["detector"], "onnxruntime_cpu",
+                    lambda: detector_fps("cpu", sizes, cpu_batches, budget, min_s / 2, reserve), save)
+    if "finetune" in sections and budget.left() > reserve:
+        run_section(report, "finetune", lambda: finetune_steps(device, crops, epochs, pairs), save)
+        print(f"finetune {report['finetune'].get('phases')}", flush=True)
+    elif "finetune" in sections:
         report["finetune"] = {"skipped": "out of time"}
-    save()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vcn-gpu-"))
     work.mkdir(parents=True, exist_ok=True)
-    if budget.left() > 20:
-        report["end_to_end"] = end_to_end(work, budget=budget, stages=args.stages, **e2e)
+    if "end_to_end" in sections and budget.left() > 20 + args.labelled_reserve_s:
+        e2e_budget = Budget(budget.left() - args.labelled_reserve_s)
+        run_section(report, "end_to_end", lambda: end_to_end(work, budget=e2e_budget, stages=args.stages, **e2e),
+                    save)
         print(f"end to end {report['end_to_end']}", flush=True)
-    else:
+    elif "end_to_end" in sections:
         report["end_to_end"] = {"skipped": "out of time"}
+    if names:
+        run_section(report, "labelled", lambda: labelled_clips(names, work, budget), save)
     report["seconds_total"] = round(args.budget_s - budget.left(), 1)
     save()
     print(f"wrote {out}")
-    return 0 if report["end_to_end"].get("returncode") == 0 else 1
+    failed = [k for k in ("environment", "finetune", "end_to_end", "labelled") if "error" in report.get(k, {})]
+    failed += [f"detector.{k}" for k, v in report["detector"].items() if "error" in v]
+    if failed:
+        print(f"failed sections: {', '.join(failed)}")
+    return 1 if failed or report.get("end_to_end", {}).get("returncode", 0) != 0 else 0
 
 
 if __name__ == "__main__":

@@ -254,3 +254,14 @@ def test_sface_kept_front_gives_the_whole_backbones_numbers_bit_for_bit():
     p, l = trainer.probs_and_log_probs(crops, kept)
     p2, l2 = trainer.probs_and_log_probs(crops.clone(), kept)
     assert torch.equal(p, p2) and torch.equal(l, l2)
+
+
+def test_split_probes_the_shapes_where_the_weights_are():
+    # Stage 2 hands the finetune a backbone already on the GPU (it embedded the crops there); the shape probe once
+    # ran on a CPU tensor and failed on the first run on a GPU. The "meta" device stands in for the GPU here: a
+    # probe on another device than the weights fails the same way.
+    backbone = graph_backbone()
+    for at in ("tail", "low_res"):
+        on_cpu = split_backbone(copy.deepcopy(backbone), at=at)
+        elsewhere = split_backbone(copy.deepcopy(backbone).to("meta"), at=at)
+        assert on_cpu is not None and elsewhere.cut_shape == on_cpu.cut_shape

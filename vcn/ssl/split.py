@@ -13,6 +13,7 @@ Two cuts (ssl.backbone_layers):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -74,8 +75,10 @@ def split_backbone(backbone: nn.Module, crop_size: int = 112, at: str = "tail") 
     nodes = list(gm.graph.nodes)
     was_training = gm.training
     gm.eval()   # shapes from one probe crop, which BatchNorm in training mode cannot normalise
+    # The probe goes where the weights are: stage 2 hands over a backbone already on the GPU.
+    device = next(itertools.chain(gm.parameters(), gm.buffers()), torch.empty(0)).device
     with torch.no_grad():
-        ShapeProp(gm).propagate(backbone.prepare(torch.zeros(1, 3, crop_size, crop_size)))
+        ShapeProp(gm).propagate(backbone.prepare(torch.zeros(1, 3, crop_size, crop_size, device=device)))
     gm.train(was_training)
     position = {n: i for i, n in enumerate(nodes)}
     last_use = {n: max((position[u] for u in n.users), default=-1) for n in nodes}
