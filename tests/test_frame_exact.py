@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from vcn.config import RunConfig
+from vcn.errors import VcnError
 from vcn.faces.align import align_face
 from vcn.pipeline import assign_shots, scan_video, shots_table, track_shots
 from vcn.video.decode import _to_display, iter_frames, probe_video
@@ -83,15 +84,36 @@ def sitcom_window(detector):
     # Frames 150-390 (10 s): several shot/reverse-shot cuts where decord's random access went wrong.
     if not SITCOM.is_file():
         pytest.skip(f"shared real footage not found at {SITCOM}")
-    return stage1(SITCOM, 150, 390, detector)[:2]
+    return stage1(SITCOM, 150, 390, detector)
 
 
 @needs_sitcom
 def test_every_sitcom_crop_is_cut_from_its_own_frame(sitcom_window):
-    shots, crops = sitcom_window
+    shots, crops, _ = sitcom_window
     assert shots.num_rows >= 3
     assert crops.num_rows >= 20 and len(np.unique(crops.column("shot_id").to_numpy())) >= 3
     assert_crops_from_their_frames(SITCOM, crops)
+
+
+@needs_sitcom
+def test_shots_tracked_at_once_give_what_one_after_another_gives(sitcom_window):
+    # track.workers tracks several shots at once (threads); ids must still run in shot order, as serially.
+    shots, _, detections = sitcom_window
+    assert shots.num_rows >= 3, "the window should hold several shots"
+    info = probe_video(SITCOM)
+    results = {}
+    for workers in (1, 3):
+        cfg = RunConfig()
+        cfg.track.workers = workers
+        results[workers] = track_shots(SITCOM, shots, detections, cfg, info=info)
+    for serial, threaded in zip(results[1], results[3]):
+        assert threaded.equals(serial)
+    tracks = results[3][1]
+    assert tracks.column("track_id").to_pylist() == list(range(tracks.num_rows))
+    with pytest.raises(VcnError, match=r"track.workers=-1: use 0 \(one per CPU core\)"):
+        cfg.track.workers = -1
+        track_shots(SITCOM, shots, detections, cfg, info=info)
+
 
 
 @needs_sitcom
@@ -143,3 +165,36 @@ def test_crops_of_every_real_clip_come_from_their_frames(name, detector):
     if crops.num_rows == 0:
         pytest.skip(f"{name}: no face tracked in frames {start}-{end}")
     assert_crops_from_their_frames(path, crops)
+
+
+
+@needs_sitcom
+def test_track_workers_benchmark_times_each_setting_and_compares_the_tables(sitcom_window, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tests.benchmark_scripts import load_benchmark
+
+    shots, _, detections = sitcom_window
+    pq.write_table(shots, tmp_path / "shots.parquet")
+    pq.write_table(detections, tmp_path / "detections.parquet")
+    out = tmp_path / "track_workers.json"
+    bench = load_benchmark("track_workers")
+    assert bench.main([str(tmp_path), str(SITCOM), "--workers", "1,2", "--shots", "3", "--repeats", "1",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["shots"] == 3 and result["same_tables_as_first"] == {"1": True, "2": True}
+    assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values())
+
+
+def test_track_workers_default_follows_the_cores_this_process_may_use(monkeypatch):
+    from vcn.pipeline import shot_workers
+
+    assert shot_workers(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")          # as Ray sets it for a task of 2 CPUs
+    assert shot_workers(0) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert shot_workers(0) == 8
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= shot_workers(0) <= 8

@@ -6,8 +6,11 @@ The stage functions here are the units the distributed layer moves: `scan_video`
 
 from __future__ import annotations
 
+import os
 import platform
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -195,21 +198,55 @@ def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: Ru
     With `crops_sink`, each shot's crops go to it as soon as they are made and the crops returned are empty:
     the crop images (the one table that grows with screen time, ~16 kB a crop) are never all in memory.
     """
+    workers = shot_workers(cfg.track.workers)
+    shot_rows = shots.to_pylist()
+
+    def one(shot: dict[str, Any]) -> tuple[pa.Table, pa.Table, pa.Table]:
+        shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
+        return track_shot(path, shot, shot_dets, cfg, 0, info=info)   # numbered from 0, moved below
+
     parts = []
     next_track = 0
-    for shot in shots.to_pylist():
-        shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
-        dets, tracks, crops = track_shot(path, shot, shot_dets, cfg, next_track, info=info)
-        next_track += tracks.num_rows
-        if crops_sink is not None:
-            if crops.num_rows:
-                crops_sink(crops)
-            crops = empty_table("crops")
-        parts.append((dets, tracks, crops))
-        if progress:
-            progress.advance(1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vcn-track") as pool:
+        # At most 2 x workers shots ahead of the one being collected: their crops wait in memory until then.
+        pending = deque(pool.submit(one, shot) for shot in shot_rows[:2 * workers])
+        for i in range(len(shot_rows)):
+            dets, tracks, crops = pending.popleft().result()
+            if i + 2 * workers < len(shot_rows):
+                pending.append(pool.submit(one, shot_rows[i + 2 * workers]))
+            # Track ids unique over the video, in shot order, as one shot after another would number them.
+            dets, tracks, crops = (_shift_track_ids(t, next_track) for t in (dets, tracks, crops))
+            next_track += tracks.num_rows
+            if crops_sink is not None:
+                if crops.num_rows:
+                    crops_sink(crops)
+                crops = empty_table("crops")
+            parts.append((dets, tracks, crops))
+            if progress:
+                progress.advance(1)
     return tuple(_concat(name, [p[i] for p in parts])  # type: ignore[return-value]
                  for i, name in enumerate(("detections", "tracks", "crops")))
+
+
+def shot_workers(setting: int) -> int:
+    """Threads for track.workers: 0 = one per CPU core this process may use, at most 8. OMP_NUM_THREADS, where set,
+    says how many that is: Ray sets it to a task's CPUs, so a video's task does not take a shared node's cores."""
+    if setting < 0:
+        raise VcnError(f"track.workers={setting}: use 0 (one per CPU core) or a positive number of shots at once")
+    if setting:
+        return setting
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    cores = int(omp) if omp.isdigit() and int(omp) > 0 else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+def _shift_track_ids(table: pa.Table, offset: int) -> pa.Table:
+    """`table` with every assigned track_id (>= 0) moved up by `offset`; -1 (unassigned) stays."""
+    if offset == 0 or table.num_rows == 0:
+        return table
+    ids = table.column("track_id")
+    shifted = pc.if_else(pc.greater_equal(ids, 0), pc.add(ids, offset), ids)
+    return table.set_column(table.schema.get_field_index("track_id"), table.schema.field("track_id"), shifted)
 
 
 def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[str, Any], cfg: RunConfig) -> pa.Table:
