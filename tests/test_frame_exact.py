@@ -115,7 +115,6 @@ def test_shots_tracked_at_once_give_what_one_after_another_gives(sitcom_window):
         track_shots(SITCOM, shots, detections, cfg, info=info)
 
 
-
 @needs_sitcom
 def test_sitcom_crops_carry_their_own_frames_look_and_same_setup_pairs_are_one_person(detector):
     from vcn.clustering.setups import same_setup_pairs
@@ -165,7 +164,6 @@ def test_crops_of_every_real_clip_come_from_their_frames(name, detector):
     if crops.num_rows == 0:
         pytest.skip(f"{name}: no face tracked in frames {start}-{end}")
     assert_crops_from_their_frames(path, crops)
-
 
 
 @needs_sitcom
