@@ -190,6 +190,28 @@ def test_small_rotation_moves_pixels_but_keeps_the_centre():
     assert out[0, :, 54:58, 54:58].min() > 200
 
 
+def test_low_resolution_blurs_the_chosen_crops_only_and_is_off_by_default():
+    x = torch.zeros(8, 3, 112, 112)
+    x[:, :, ::2] = 255.0   # one-pixel stripes: any shrink and enlarge smears them
+    plain = dict(max_rotation_deg=0, max_colour_shift=0, flip_prob=0)
+    same = augment_crops(x, torch.Generator().manual_seed(3), **plain)
+    assert ((same[:, :, 10] - same[:, :, 11]).abs().mean((1, 2)) > 230).all()   # the stripes kept, near enough
+    # Off by default: the generator is left where the other augmentations leave it.
+    g_off, g_ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    augment_crops(x, g_off, **plain)
+    augment_crops(x, g_ref, **plain, low_res_prob=0.0)
+    assert torch.equal(torch.rand(4, generator=g_off), torch.rand(4, generator=g_ref))
+    low = augment_crops(x, torch.Generator().manual_seed(3), **plain, low_res_prob=1.0, min_res_px=24)
+    stripes = (low[:, :, 10] - low[:, :, 11]).abs().mean((1, 2))
+    assert low.shape == x.shape and low.min() >= 0 and low.max() <= 255
+    assert (stripes < 200).all()   # every crop was shrunk: the stripes are no longer full contrast
+    half = augment_crops(x, torch.Generator().manual_seed(3), **plain, low_res_prob=0.5, min_res_px=24)
+    changed = (half - same).abs().amax((1, 2, 3)) > 1
+    assert 0 < int(changed.sum()) < len(x)
+    with pytest.raises(ValueError, match="min_res_px"):
+        augment_crops(x, torch.Generator(), **plain, low_res_prob=1.0, min_res_px=112)
+
+
 # ----- pairs --------------------------------------------------------------------------------------------------------
 
 def test_within_track_pairs_pick_another_crop_of_the_same_track():

@@ -170,6 +170,11 @@ class SSLConfig:
     weight_decay: float = 0.04
     max_rotation_deg: float = 10.0
     max_colour_shift: float = 0.1
+    # Beyond the paper ("stronger augmentations", issue 11): the share of augmented crops shown at a lower
+    # resolution, shrunk to a side drawn in [low_res_min_px, crop size) and enlarged back (vcn.ssl.augment), so
+    # that one person's close-up and wide-shot crops train as one identity. 0 = off (the paper's augmentations).
+    low_res_prob: float = 0.0
+    low_res_min_px: int = 24
     seed: int = 0
     # Beyond the paper (whose first round pairs crops of one track only): coarse matching also runs once before the
     # first round, on the base embeddings, so the warm-up and the first round already pair matched tracks. Finetuning

@@ -103,6 +103,12 @@ def weight_layout(device: torch.device, cfg: SSLConfig) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" and cfg.cpu_channels_last else torch.preserve_format
 
 
+def augment(crops: torch.Tensor, generator: torch.Generator, cfg: SSLConfig) -> torch.Tensor:
+    """`augment_crops` with the finetune's settings."""
+    return augment_crops(crops, generator, cfg.max_rotation_deg, cfg.max_colour_shift,
+                         low_res_prob=cfg.low_res_prob, min_res_px=cfg.low_res_min_px)
+
+
 def as_float_batch(crops_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 BGR [B, 3, H, W] -> float32 0..255 on `device` (the backbone normalises itself)."""
     return crops_uint8.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -241,7 +247,7 @@ class SelfDistillation:
                     inputs = torch.cat([views[va, ia], views[vb, ib]]).to(self.device, torch.float32)
                 else:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
-                    inputs = augment_crops(both, aug_gen, cfg.max_rotation_deg, cfg.max_colour_shift)
+                    inputs = augment(both, aug_gen, cfg)
                     if split:   # low_res: the frozen trunk, once for student and teacher
                         inputs = self._frozen_no_grad(self.student.backbone[0], inputs)
                 # Micro-batches only where backbone activations (whole, or from the trunk on) are held for backward.
@@ -279,8 +285,7 @@ class SelfDistillation:
         for _ in range(max(1, cfg.warmup_views)):
             out = []
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
-                x = augment_crops(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen,
-                                  cfg.max_rotation_deg, cfg.max_colour_shift)
+                x = augment(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen, cfg)
                 out.append(self._frozen_no_grad(network, x).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
