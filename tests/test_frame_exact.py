@@ -96,6 +96,22 @@ def test_every_sitcom_crop_is_cut_from_its_own_frame(sitcom_window):
 
 
 @needs_sitcom
+def test_shots_scored_beside_detection_find_the_serial_cuts(detector):
+    # With background threads (decode.prefetch_batches > 0) the shot detector scores a batch while the face
+    # detector works on it; the cuts and detections must be what the one-thread scan finds.
+    info = probe_video(SITCOM)
+    scans = {}
+    for prefetch in (0, 1):
+        cfg = RunConfig()
+        cfg.decode.prefetch_batches = prefetch
+        scans[prefetch] = scan_video(SITCOM, cfg, detector=detector, video_id="v", start_frame=150, end_frame=390,
+                                     info=info)
+    assert len(scans[0].cuts) >= 2 and scans[1].cuts == scans[0].cuts
+    assert scans[1].detections.equals(scans[0].detections)
+    assert np.array_equal(scans[1].frame_times, scans[0].frame_times)
+
+
+@needs_sitcom
 def test_shots_tracked_at_once_give_what_one_after_another_gives(sitcom_window):
     # track.workers tracks several shots at once (threads); ids must still run in shot order, as serially.
     shots, _, detections = sitcom_window

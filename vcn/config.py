@@ -16,7 +16,8 @@ class DecodeConfig:
     # Frames decoded per batch; bounds memory for long files (a 1280x720 BGR frame is 2.8 MB, 1920x1080 6.2 MB).
     # 16: three batches live at once with the decode thread (~130 MB at 720p); larger batches gain nothing.
     batch_frames: int = 16
-    # Batches a decode thread keeps ready ahead of detection (0 = decode in the detecting thread, no overlap).
+    # Batches a decode thread keeps ready ahead of detection (0 = decode, and score shots, in the detecting thread:
+    # no overlap, the reference benchmarks/stage1.py compares against).
     prefetch_batches: int = 1
     # auto: deinterlace when the stream or its frames say interlaced; always; never (progressive material that
     # is flagged interlaced by mistake).

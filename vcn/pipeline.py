@@ -56,7 +56,8 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
 
     detector = detector or load_detector(cfg.detect.model, cfg.detect)
     shots = ShotDetector(cfg.shots)
-    # "decode": time spent waiting for decoded frames (with the decode thread, what decoding did not hide).
+    # "decode": time spent waiting for decoded frames (with the decode thread, what decoding did not hide);
+    # "shots": likewise, what shot detection did not hide behind the face detector.
     seconds = {"decode": 0.0, "shots": 0.0, "detect": 0.0}
     columns: dict[str, list] = {k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}
     times: list[np.ndarray] = []
@@ -64,38 +65,56 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
     # A decode thread keeps up to decode.prefetch_batches batches ready while the detector works.
     batches = prefetch(iter_frames(path, cfg.decode.batch_frames, start_frame=start_frame, end_frame=end_frame,
                                    info=info), cfg.decode.prefetch_batches)
-    t0 = time.perf_counter()
-    while True:
-        try:
-            batch = next(batches, None)
-        except DecodeError as e:
-            # Keep what decoded: the caller marks the result partial and names where decoding stopped.
-            decode_error = str(e)
-            break
-        if batch is None:
-            break
-        t1 = time.perf_counter()
-        seconds["decode"] += t1 - t0
-        shots.feed(batch.frames, batch.indices)
-        t2 = time.perf_counter()
-        seconds["shots"] += t2 - t1
-        for i in range(0, len(batch.frames), cfg.detect.batch_size):
-            found = detector.detect(batch.frames[i:i + cfg.detect.batch_size])
-            for j, faces in enumerate(found):
-                k = i + j
-                n = len(faces)
-                if n == 0:
-                    continue
-                columns["frame"].append(np.full(n, batch.indices[k], np.int64))
-                columns["t_s"].append(np.full(n, batch.times[k], np.float64))
-                columns["box"].append(faces.boxes.reshape(n, 4))
-                columns["score"].append(faces.scores)
-                columns["landmarks"].append(faces.landmarks.reshape(n, 10))
-        seconds["detect"] += time.perf_counter() - t2
-        times.append(np.asarray(batch.times, np.float64))
-        if progress:
-            progress.advance(len(batch.frames))
+    # With background threads on (decode.prefetch_batches > 0), a shot-detection thread scores each batch while
+    # the face detector works on it: on a GPU the face detector no longer waits for the shot detector (11 s of a
+    # 10-minute 1080p run on the H200). One batch at a time, so the cuts come in frame order.
+    shot_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vcn-shots") \
+        if cfg.decode.prefetch_batches > 0 else None
+    shot_job = None
+    try:
         t0 = time.perf_counter()
+        while True:
+            try:
+                batch = next(batches, None)
+            except DecodeError as e:
+                # Keep what decoded: the caller marks the result partial and names where decoding stopped.
+                decode_error = str(e)
+                break
+            if batch is None:
+                break
+            t1 = time.perf_counter()
+            seconds["decode"] += t1 - t0
+            if shot_pool is None:
+                shots.feed(batch.frames, batch.indices)
+            else:
+                shot_job = shot_pool.submit(shots.feed, batch.frames, batch.indices)
+            t2 = time.perf_counter()
+            seconds["shots"] += t2 - t1
+            for i in range(0, len(batch.frames), cfg.detect.batch_size):
+                found = detector.detect(batch.frames[i:i + cfg.detect.batch_size])
+                for j, faces in enumerate(found):
+                    k = i + j
+                    n = len(faces)
+                    if n == 0:
+                        continue
+                    columns["frame"].append(np.full(n, batch.indices[k], np.int64))
+                    columns["t_s"].append(np.full(n, batch.times[k], np.float64))
+                    columns["box"].append(faces.boxes.reshape(n, 4))
+                    columns["score"].append(faces.scores)
+                    columns["landmarks"].append(faces.landmarks.reshape(n, 10))
+            t3 = time.perf_counter()
+            seconds["detect"] += t3 - t2
+            if shot_job is not None:
+                shot_job.result()
+                shot_job = None
+                seconds["shots"] += time.perf_counter() - t3
+            times.append(np.asarray(batch.times, np.float64))
+            if progress:
+                progress.advance(len(batch.frames))
+            t0 = time.perf_counter()
+    finally:
+        if shot_pool is not None:
+            shot_pool.shutdown(wait=True)
     frame_times = np.concatenate(times) if times else np.zeros(0)
     detections = _detections_table(video_id, columns)
     return ScanResult(cuts=[c for c in shots.cuts() if c > start_frame], frame_times=frame_times,
