@@ -134,11 +134,13 @@ def _vm_hwm_kib(pid: int) -> int:
         return 0
 
 
-def vcn_run(video: Path, out: Path, stages: str, timeout: float) -> dict:
-    """`vcn run` in a subprocess with the default devices: return code, wall seconds, the child's peak RSS and
-    its summary.json (the log's end where it failed)."""
+def vcn_run(video: Path, out: Path, stages: str, timeout: float, overrides: list[str] = ()) -> dict:
+    """`vcn run` in a subprocess with the default devices and `overrides` (SECTION.KEY=VALUE): return code, wall
+    seconds, the child's peak RSS and its summary.json (the log's end where it failed)."""
     command = [sys.executable, "-m", "vcn.cli", "run", str(video), "--out", str(out), "--quiet", "--force",
                "--stages", stages]
+    for setting in overrides:
+        command += ["--set", setting]
     t0 = time.perf_counter()
     log = out.parent / f"{out.name}_run.log"  # a file, not a pipe: a long run's warnings cannot fill a pipe
     with open(log, "w") as sink:
@@ -163,7 +165,7 @@ def vcn_run(video: Path, out: Path, stages: str, timeout: float) -> dict:
 
 
 def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, material_s: float,
-               budget: Budget, stages: str) -> dict:
+               budget: Budget, stages: str, overrides: list[str] = ()) -> dict:
     from long_video_memory import loop_video, write_material
 
     width, height = size
@@ -173,9 +175,9 @@ def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, mate
     video = work / f"looped_{minutes:g}min_{width}x{height}.mp4"
     loop_video(material, video, max(1, round(minutes * 60 / material_s)))
     made = time.perf_counter() - t0
-    run = vcn_run(video, work / "vcn", stages, timeout=max(10.0, budget.left() - 5))
+    run = vcn_run(video, work / "vcn", stages, timeout=max(10.0, budget.left() - 5), overrides=overrides)
     summary, wall, length_s = run.pop("summary"), run["wall_s"], minutes * 60
-    return {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages,
+    return {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages, "settings": list(overrides),
             "render_and_loop_s": round(made, 1), **run,
             "realtime_factor": round(length_s / wall, 2), "counts": summary.get("counts"),
             "seconds": summary.get("seconds"), "frames_per_second": summary.get("frames_per_second"),
@@ -225,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="torch device for detection and finetuning (default: "
                         "cuda when there is a GPU, else cpu)")
     parser.add_argument("--stages", default="detect,track,cluster", help="stages of the end-to-end run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting for the end-to-end run (repeatable), e.g. --set detect.batch_size=32 "
+                             "--set decode.batch_frames=32: a detection batch never spans two decode batches")
     parser.add_argument("--work", help="folder for the rendered video and vcn output (default: temporary)")
     parser.add_argument("--sections", default="detector,finetune,end_to_end,labelled",
                         help="sections to run after the environment (default: all four; a rerun can take fewer)")
@@ -281,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if "end_to_end" in sections and budget.left() > 20 + args.labelled_reserve_s:
         e2e_budget = Budget(budget.left() - args.labelled_reserve_s)
-        run_section(report, "end_to_end", lambda: end_to_end(work, budget=e2e_budget, stages=args.stages, **e2e),
+        run_section(report, "end_to_end", lambda: end_to_end(work, budget=e2e_budget, stages=args.stages,
+                                                              overrides=args.overrides, **e2e),
                     save)
         print(f"end to end {report['end_to_end']}", flush=True)
     elif "end_to_end" in sections:

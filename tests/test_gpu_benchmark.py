@@ -20,7 +20,8 @@ needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"shared face photos
 def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--out", str(out),
-                           "--work", str(tmp_path / "work"), "--stages", "detect,track", "--budget-s", "120"],
+                           "--work", str(tmp_path / "work"), "--stages", "detect,track", "--budget-s", "120",
+                           "--set", "detect.batch_size=4"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -31,6 +32,9 @@ def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
     assert all(p["steps"] > 0 and p["steps_per_s"] > 0 for p in report["finetune"]["phases"])
     e2e = report["end_to_end"]
     assert e2e["returncode"] == 0 and e2e["counts"]["detections"] > 0, e2e
+    assert e2e["settings"] == ["detect.batch_size=4"]
+    summary = json.loads(next((tmp_path / "work" / "vcn").glob("*/summary.json")).read_text())
+    assert summary["config"]["detect"]["batch_size"] == 4   # the setting reached the run
 
 
 @needs_faces
