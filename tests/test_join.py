@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from vcn.clustering.join import join_below_chance, join_matched_clusters, matched_pairs_nearest_first
+import pytest
+
+from vcn.clustering.join import (join_below_chance, join_matched_clusters, join_nearest_clusters,
+                                 matched_pairs_nearest_first)
 
 
 def test_matched_tracks_join_their_clusters_unless_two_faces_seen_together_would_meet():
@@ -94,3 +97,51 @@ def test_stage_3_joins_below_chance_only_when_asked():
     # whole.
     assert on[0] != on[1] and {on[2], on[3]} <= {on[0], on[1]} and len(set(on.values())) == 7
     assert all((on[a] == on[b]) == (a // 10 == b // 10) for a in tracks if a >= 10 for b in tracks if b >= 10)
+
+
+def _looks(centres: np.ndarray, tracks_of: dict[int, list[int]], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three crops per track around its person's centre: (embeddings, track of crop)."""
+    rng = np.random.default_rng(seed)
+    emb, toc = [], []
+    for who, tracks in tracks_of.items():
+        for t in tracks:
+            look = centres[who] + 0.25 * rng.normal(size=centres.shape[1])
+            emb += [look + 0.01 * rng.normal(size=centres.shape[1]) for _ in range(3)]
+            toc += [t] * 3
+    return np.array(emb), np.array(toc)
+
+
+def test_a_persons_two_clusters_that_are_each_others_nearest_join_and_strangers_stay_apart():
+    centres = 5.0 * np.eye(8, 32)     # eight people, strangers about equally far apart
+    tracks_of = {who: [10 * who + k for k in range(3)] for who in range(8)}
+    emb, toc = _looks(centres, tracks_of, seed=1)
+    # Person 0 split in two clusters; everyone else whole; persons 1 and 2, 3 and 4 seen in one frame.
+    labels = {t: (who if not (who == 0 and t == 2) else 8) for who, ts in tracks_of.items() for t in ts}
+    apart = {(10, 20), (30, 40)}
+    got = join_nearest_clusters(labels, [(emb, toc)], apart)
+    assert got[0] == got[1] == got[2]
+    assert len(set(got.values())) == 8 and all((got[a] == got[b]) == (a // 10 == b // 10) for a in got for b in got)
+    assert [got[10 * who] for who in range(8)] == list(range(8))          # renumbered by smallest track
+    # "both": a second space where the two pieces are strangers keeps them apart.
+    other = centres.copy()
+    other[0] = centres[5]     # in this space track 2 looks like person 5
+    emb2 = emb.copy()
+    emb2[toc == 2] = _looks(other, {0: [2]}, seed=3)[0]
+    both = join_nearest_clusters(labels, [(emb, toc), (emb2, toc)], apart)
+    assert both[2] != both[0]
+    # Without a pair of clusters seen in one frame the video shows no distance between two people: no join.
+    assert len(set(join_nearest_clusters(labels, [(emb, toc)], set()).values())) == 9
+    # Unknown (-1) stays; a track seen in one frame with the other piece blocks the join.
+    labels[99] = -1
+    blocked = join_nearest_clusters(labels, [(emb, toc)], apart | {(0, 2)})
+    assert blocked[99] == -1 and blocked[2] != blocked[0]
+
+
+def test_stage_3_names_the_spaces_join_nearest_clusters_takes():
+    from vcn.config import RunConfig
+    from vcn.errors import VcnError
+    from vcn.stage23 import _check_method
+
+    _check_method(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=both"]))
+    with pytest.raises(VcnError, match="cluster.join_nearest_clusters='pose' is unknown; choose one of off, base"):
+        _check_method(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=pose"]))

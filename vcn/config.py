@@ -393,6 +393,13 @@ class ClusterConfig:
     # 2-9 mean F 0.936 against 0.931 without it, WCP >= 0.97 on the same 51 of 64 (docs/measurements.md "One camera
     # set-up, one spot").
     join_same_setup: bool = True
+    # vcn only, last: join clusters that are each other's nearest (mean of their unit track means, among clusters
+    # they share no frame with) and closer than both the closest pair of clusters sharing a frame and chance
+    # (vcn.chance), repeated until none; the coarse matching's mutual-nearest rule lifted from tracks to clusters
+    # (vcn.clustering.join.join_nearest_clusters). In which space: off | base (pretrained) | finetuned | both (a
+    # join must qualify in both). Not in the paper. Off: measured in session 37 (docs/measurements.md "Joining
+    # clusters that are each other's nearest").
+    join_nearest_clusters: str = "off"
     # Finetune and cluster this many times (ssl.seed, ssl.seed + 1, ...) and keep the tracks' consensus: groups
     # join while at least half of the runs, on average over their track pairs, put them together
     # (vcn.clustering.consensus). One run's seed decides which look-alikes it merges and which looks it splits off;

@@ -24,7 +24,8 @@ from vcn.clustering import MERGE_ORDERS, MERGE_RULES, METHODS, algorithm1, clust
 from vcn.clustering.clothes import join_same_clothes
 from vcn.clustering.consensus import consensus_clusters
 from vcn.clustering.groups import group_means
-from vcn.clustering.join import join_below_chance, join_matched_clusters, matched_pairs_nearest_first
+from vcn.clustering.join import (JOIN_NEAREST_SPACES, join_below_chance, join_matched_clusters,
+                                 join_nearest_clusters, matched_pairs_nearest_first)
 from vcn.clustering.setups import same_setup_pairs
 from vcn.config import RunConfig
 from vcn.errors import VcnError
@@ -164,6 +165,9 @@ def _check_method(cfg: RunConfig) -> None:
                        f"{', '.join(MERGE_ORDERS)}")
     if cfg.match.method not in MATCH_METHODS:
         raise VcnError(f"match.method={cfg.match.method!r} is unknown; choose one of {', '.join(MATCH_METHODS)}")
+    if cfg.cluster.join_nearest_clusters not in JOIN_NEAREST_SPACES:
+        raise VcnError(f"cluster.join_nearest_clusters={cfg.cluster.join_nearest_clusters!r} is unknown; choose one "
+                       f"of {', '.join(JOIN_NEAREST_SPACES)}")
     if cfg.cluster.consensus_finetunes < 1:
         raise VcnError(f"cluster.consensus_finetunes={cfg.cluster.consensus_finetunes} must be 1 or more (1: one "
                        f"finetune, no consensus)")
@@ -394,6 +398,11 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
             labels = join_same_clothes(labels, ft.prep.torso, emb, track_of_crop, cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_setup:
             labels = join_matched_clusters(labels, ft.prep.same_setup, cannot_link)
+        if cfg.cluster.method == "vcn" and cfg.cluster.join_nearest_clusters != "off":
+            named = {"base": [ft.prep.base[mask].numpy()], "finetuned": [emb]}
+            named["both"] = named["base"] + named["finetuned"]
+            spaces = named[cfg.cluster.join_nearest_clusters]
+            labels = join_nearest_clusters(labels, [(e, track_of_crop) for e in spaces], cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)
 

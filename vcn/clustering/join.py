@@ -1,5 +1,6 @@
-"""Join Algorithm 1's clusters after it: those the last coarse matching links (cluster.join_final_matches), and
-those closer than chance (cluster.join_below_chance)."""
+"""Join Algorithm 1's clusters after it: those the last coarse matching links (cluster.join_final_matches), those
+closer than chance (cluster.join_below_chance), and those each other's nearest within the video's bounds
+(cluster.join_nearest_clusters)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,72 @@ def join_below_chance(labels: dict[int, int], p: np.ndarray, l: np.ndarray, trac
     order = sorted(range(len(members)), key=lambda c: int(ids[members[c]].min()))
     renumber = {c: k for k, c in enumerate(order)}
     return {t: (renumber[cluster_of[t]] if t in cluster_of else c) for t, c in labels.items()}
+
+
+# cluster.join_nearest_clusters: in which embeddings two clusters must be each other's nearest.
+JOIN_NEAREST_SPACES = ("off", "base", "finetuned", "both")
+
+
+def join_nearest_clusters(labels: dict[int, int], spaces: list[tuple[np.ndarray, np.ndarray]],
+                          cannot_link: set[tuple[int, int]] | None = None) -> dict[int, int]:
+    """track id -> cluster, with clusters joined while some pair is each other's nearest cluster and closer than
+    both distances at which the video shows two people, in every one of `spaces` (embeddings, track of each row).
+
+    The coarse matching's mutual-nearest rule (vcn.matching.mutual_nearest_within_known_different with the chance
+    bound), lifted from tracks to clusters: a cluster is the mean of its unit track means; its nearest is taken
+    among the clusters it shares no frame with; the bounds are the closest pair of clusters that share a frame and
+    how close two clusters come by chance (vcn.chance, over the pairs that share none). No join without a pair
+    sharing a frame. Repeated until nothing joins; labels below 0 and tracks without rows are left alone; clusters
+    renumbered 0, 1, ... by smallest track id (cluster.join_nearest_clusters)."""
+    apart = cannot_link or set()
+    per_space = []   # per space: track id -> unit track mean
+    for embeddings, track_of_crop in spaces:
+        ids, means = mean_track_embeddings(embeddings, track_of_crop)
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        per_space.append(dict(zip(ids.tolist(), means)))
+    members: dict[int, list[int]] = {}
+    for t, c in labels.items():
+        if c >= 0 and all(t in means for means in per_space):
+            members.setdefault(c, []).append(t)
+    while len(members) > 2:
+        clusters = sorted(members)
+        shared = np.zeros((len(clusters), len(clusters)), dtype=bool)
+        for i, a in enumerate(clusters):
+            for j in range(i + 1, len(clusters)):
+                b = clusters[j]
+                shared[i, j] = shared[j, i] = any((min(x, y), max(x, y)) in apart
+                                                  for x in members[a] for y in members[b])
+        found = None
+        for means in per_space:
+            pairs = _mutual_nearest_within_bounds([np.mean([means[t] for t in members[c]], axis=0) for c in clusters],
+                                                  shared)
+            found = pairs if found is None else found & pairs
+        if not found:
+            break
+        for i, j in sorted(found):
+            a, b = clusters[i], clusters[j]
+            members[a] += members.pop(b)
+    cluster_of = {t: c for c, ts in members.items() for t in ts}
+    order = sorted(members, key=lambda c: min(members[c]))
+    renumber = {c: k for k, c in enumerate(order)}
+    joined = {t: renumber[cluster_of[t]] for t in cluster_of}
+    # Tracks not in every space keep their cluster, renumbered with it where their cluster survived.
+    old_to_new = {labels[t]: joined[t] for t in joined}
+    return {t: joined.get(t, old_to_new.get(c, c) if c >= 0 else c) for t, c in labels.items()}
+
+
+def _mutual_nearest_within_bounds(means: list[np.ndarray], shared: np.ndarray) -> set[tuple[int, int]]:
+    """(i, j), i < j, of the cluster means (rows) that are each other's nearest among those not `shared` with and
+    closer than both the closest `shared` pair and chance; empty where no pair is shared."""
+    m = np.stack(means)
+    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    dist = 1.0 - m @ m.T
+    if not shared.any():
+        return set()
+    upper = np.triu_indices(len(m), 1)
+    chance = chance_closest(dist[upper][~shared[upper]])
+    bound = float(dist[shared].min()) if np.isnan(chance) else min(float(dist[shared].min()), chance)
+    dist[shared] = np.inf
+    np.fill_diagonal(dist, np.inf)
+    nearest = dist.argmin(axis=1)
+    return {(i, int(n)) for i, n in enumerate(nearest.tolist()) if i < n and nearest[n] == i and dist[i, n] < bound}
