@@ -17,12 +17,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vcn.config import RunConfig
+# The checkout's own vcn, not whichever is installed: a worktree of another commit measures that commit.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vcn.config import RunConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SITCOM = REPO.parent / "shared" / "data" / "videos" / "real" / "simplefr_Video_2.mp4"

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vcn.config import RunConfig
-from vcn.pipeline import package_versions, track_shots
-from vcn.video.decode import probe_video
+# The checkout's own vcn, not whichever is installed: a worktree of another commit measures that commit.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vcn.config import RunConfig  # noqa: E402
+from vcn.pipeline import package_versions, track_shots  # noqa: E402
+from vcn.video.decode import probe_video  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
