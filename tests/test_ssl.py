@@ -212,6 +212,17 @@ def test_low_resolution_blurs_the_chosen_crops_only_and_is_off_by_default():
         augment_crops(x, torch.Generator(), **plain, low_res_prob=1.0, min_res_px=112)
 
 
+def test_low_resolution_settings_out_of_range_name_the_fix_before_training():
+    from vcn.config import SSLConfig
+    from vcn.errors import VcnError
+
+    crops = torch.zeros(4, 3, 112, 112, dtype=torch.uint8)
+    with pytest.raises(VcnError, match=r"ssl.low_res_prob=1.5 must be between 0 and 1"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(low_res_prob=1.5))
+    with pytest.raises(VcnError, match=r"ssl.low_res_min_px=112 must be at least 1 and below the crop side 112"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(low_res_prob=0.5, low_res_min_px=112))
+
+
 # ----- pairs --------------------------------------------------------------------------------------------------------
 
 def test_within_track_pairs_pick_another_crop_of_the_same_track():

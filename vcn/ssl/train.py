@@ -109,6 +109,15 @@ def augment(crops: torch.Tensor, generator: torch.Generator, cfg: SSLConfig) -> 
                          low_res_prob=cfg.low_res_prob, min_res_px=cfg.low_res_min_px)
 
 
+def _check_low_res(cfg: SSLConfig, crop_side: int) -> None:
+    """The lower-resolution augmentation's settings, checked before any training step."""
+    if not 0.0 <= cfg.low_res_prob <= 1.0:
+        raise VcnError(f"ssl.low_res_prob={cfg.low_res_prob} must be between 0 and 1 (0 = off, the default)")
+    if cfg.low_res_prob > 0 and not 1 <= cfg.low_res_min_px < crop_side:
+        raise VcnError(f"ssl.low_res_min_px={cfg.low_res_min_px} must be at least 1 and below the crop side "
+                       f"{crop_side} px; try 24")
+
+
 def as_float_batch(crops_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 BGR [B, 3, H, W] -> float32 0..255 on `device` (the backbone normalises itself)."""
     return crops_uint8.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -490,6 +499,7 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
     """
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
+    _check_low_res(cfg, crops_uint8.shape[-2])
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
     trainer.video_crops = crops_uint8
     trainer.base_embeddings = base_embeddings
