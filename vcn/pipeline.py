@@ -221,8 +221,8 @@ def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: Ru
     shot_rows = shots.to_pylist()
 
     def one(shot: dict[str, Any]) -> tuple[pa.Table, pa.Table, pa.Table]:
-        shot_dets = detections.filter(pc.equal(detections.column("shot_id"), shot["shot_id"]))
-        return track_shot(path, shot, shot_dets, cfg, 0, info=info)   # numbered from 0, moved below
+        # Numbered from 0 and moved below, as the distributed layer's tracking actors do.
+        return track_shot(path, shot, shot_detections(detections, shot["shot_id"]), cfg, 0, info=info)
 
     parts = []
     next_track = 0
@@ -234,7 +234,7 @@ def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: Ru
             if i + 2 * workers < len(shot_rows):
                 pending.append(pool.submit(one, shot_rows[i + 2 * workers]))
             # Track ids unique over the video, in shot order, as one shot after another would number them.
-            dets, tracks, crops = (_shift_track_ids(t, next_track) for t in (dets, tracks, crops))
+            dets, tracks, crops = (shift_track_ids(t, next_track) for t in (dets, tracks, crops))
             next_track += tracks.num_rows
             if crops_sink is not None:
                 if crops.num_rows:
@@ -243,7 +243,7 @@ def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: Ru
             parts.append((dets, tracks, crops))
             if progress:
                 progress.advance(1)
-    return tuple(_concat(name, [p[i] for p in parts])  # type: ignore[return-value]
+    return tuple(concat_parts(name, [p[i] for p in parts])  # type: ignore[return-value]
                  for i, name in enumerate(("detections", "tracks", "crops")))
 
 
@@ -259,8 +259,14 @@ def shot_workers(setting: int) -> int:
     return max(1, min(8, cores))
 
 
-def _shift_track_ids(table: pa.Table, offset: int) -> pa.Table:
-    """`table` with every assigned track_id (>= 0) moved up by `offset`; -1 (unassigned) stays."""
+def shot_detections(detections: pa.Table, shot_id: int) -> pa.Table:
+    """The rows of one shot."""
+    return detections.filter(pc.equal(detections.column("shot_id"), shot_id))
+
+
+def shift_track_ids(table: pa.Table, offset: int) -> pa.Table:
+    """`table` with every assigned track_id (>= 0) moved up by `offset`; -1 (unassigned) stays. Shots are tracked
+    with ids from 0 (here in threads, or on Ray actors) and moved up by the tracks of the shots before them."""
     if offset == 0 or table.num_rows == 0:
         return table
     ids = table.column("track_id")
@@ -446,7 +452,8 @@ def _stages_through(stages: Iterable[str]) -> list[str]:
     return list(STAGES[: last + 1])
 
 
-def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
+def concat_parts(name: str, parts: list[pa.Table]) -> pa.Table:
+    """Per-shot (or per-range) tables of schema `name` as one; the empty table of that schema when all are empty."""
     parts = [p for p in parts if p.num_rows]
     return pa.concat_tables(parts) if parts else empty_table(name)
 

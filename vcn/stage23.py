@@ -376,12 +376,13 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
             with trim_before_no_grad_passes(type(ft.trainer.teacher.backbone)):
                 p, l = ft.loss_terms()
         emb, track_of_crop = ft.tuned[mask].numpy(), ft.prep.track_of_crop[mask]
+        base = ft.prep.base[mask].numpy()
         labels = _labels_for_tracks(cfg.cluster.method, cfg, track_of_crop, emb, p, l, cannot_link)
         if cfg.cluster.method == "vcn":
             # The final join on the finetuned embeddings, then (cluster.join_base_matches) on the base ones, where
             # finetuning has not yet pushed one person's never-matched pieces apart.
             spaces = ([emb] if cfg.cluster.join_final_matches else []) + (
-                [ft.prep.base[mask].numpy()] if cfg.cluster.join_base_matches else [])
+                [base] if cfg.cluster.join_base_matches else [])
             for space in spaces:
                 m = find_matches(space, track_of_crop, cfg.match, cannot_link)
                 labels = join_matched_clusters(
@@ -399,9 +400,7 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
         if cfg.cluster.method == "vcn" and cfg.cluster.join_same_setup:
             labels = join_matched_clusters(labels, ft.prep.same_setup, cannot_link)
         if cfg.cluster.method == "vcn" and cfg.cluster.join_nearest_clusters != "off":
-            named = {"base": [ft.prep.base[mask].numpy()], "finetuned": [emb]}
-            named["both"] = named["base"] + named["finetuned"]
-            spaces = named[cfg.cluster.join_nearest_clusters]
+            spaces = {"base": [base], "finetuned": [emb], "both": [base, emb]}[cfg.cluster.join_nearest_clusters]
             labels = join_nearest_clusters(labels, [(e, track_of_crop) for e in spaces], cannot_link)
     ft.timings["cluster_s"] = time.perf_counter() - t0
     return _clusters_table(video_id, ft.prep, labels)

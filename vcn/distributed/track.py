@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vcn.catalogue import VideoInput, local_video
 from vcn.config import RunConfig
 from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
-from vcn.tables import empty_table
+from vcn.pipeline import concat_parts, shift_track_ids, track_shot
 
 TrackParts = tuple[pa.Table, pa.Table, pa.Table]  # detections, tracks, crops of one shot
 
@@ -33,24 +31,12 @@ class ShotTracker:
 
         `info` (the video's VideoInfo, probed once per video) spares every shot a probe of the whole file.
         """
-        from vcn.pipeline import track_shot
-
         with PeakMemory() as peak:
             parts = track_shot(local_video(video), shot, detections, self.cfg, 0, info=info)
         return (*parts, peak.mib)
 
     def ready(self) -> bool:
         return True
-
-
-def shift_ids(table: pa.Table, column: str, offset: int) -> pa.Table:
-    """Add `offset` to every id >= 0 in `column` (-1, 'no track', stays -1)."""
-    if offset == 0 or column not in table.column_names or table.num_rows == 0:
-        return table
-    values = table.column(column).to_numpy()
-    shifted = np.where(values >= 0, values + offset, values)
-    index = table.schema.get_field_index(column)
-    return table.set_column(index, table.schema.field(column), pa.array(shifted, table.schema.field(column).type))
 
 
 def renumber_parts(parts: list[TrackParts]) -> TrackParts:
@@ -61,21 +47,11 @@ def renumber_parts(parts: list[TrackParts]) -> TrackParts:
     out: list[list[pa.Table]] = [[], [], []]
     offset = 0
     for detections, tracks, crops, *_ in parts:
-        out[0].append(shift_ids(detections, "track_id", offset))
-        out[1].append(shift_ids(tracks, "track_id", offset))
-        out[2].append(shift_ids(crops, "track_id", offset))
+        for i, table in enumerate((detections, tracks, crops)):
+            out[i].append(shift_track_ids(table, offset))
         offset += tracks.num_rows
     names = ("detections", "tracks", "crops")
-    return tuple(_concat(name, tables) for name, tables in zip(names, out))  # type: ignore[return-value]
-
-
-def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
-    parts = [p for p in parts if p.num_rows]
-    return pa.concat_tables(parts) if parts else empty_table(name)
-
-
-def shot_detections(detections: pa.Table, shot_id: int) -> pa.Table:
-    return detections.filter(pc.equal(detections.column("shot_id"), shot_id))
+    return tuple(concat_parts(name, tables) for name, tables in zip(names, out))  # type: ignore[return-value]
 
 
 class LeastBusyPool:
