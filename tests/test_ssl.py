@@ -212,6 +212,40 @@ def test_low_resolution_blurs_the_chosen_crops_only_and_is_off_by_default():
         augment_crops(x, torch.Generator(), **plain, low_res_prob=1.0, min_res_px=112)
 
 
+def test_other_light_scales_brightness_and_contrast_greys_some_crops_and_is_off_by_default():
+    x = torch.rand(64, 3, 112, 112) * 100 + 50
+    x[:, 2] *= 0.5   # coloured crops: red weaker than blue and green
+    plain = dict(max_rotation_deg=0, max_colour_shift=0, flip_prob=0)
+    same = augment_crops(x, torch.Generator().manual_seed(4), **plain)
+    g_off, g_ref = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    augment_crops(x, g_off, **plain)
+    augment_crops(x, g_ref, **plain, light_jitter=0.0, grey_prob=0.0)
+    assert torch.equal(torch.rand(4, generator=g_off), torch.rand(4, generator=g_ref))   # off draws nothing
+    lit = augment_crops(x, torch.Generator().manual_seed(4), **plain, light_jitter=0.4)
+    assert lit.shape == x.shape and lit.min() >= 0 and lit.max() <= 255
+    gain = lit.mean((1, 2, 3)) / same.mean((1, 2, 3))
+    assert gain.min() < 0.85 and gain.max() > 1.15 and gain.min() > 0.55 and gain.max() < 1.45
+    spread = lit.std((1, 2, 3)) / same.std((1, 2, 3))
+    assert spread.min() < 0.8 and spread.max() > 1.2
+    grey = augment_crops(x, torch.Generator().manual_seed(4), **plain, grey_prob=0.5)
+    colourless = (grey[:, 0] - grey[:, 2]).abs().amax((1, 2)) < 1e-3
+    assert 10 < int(colourless.sum()) < 54   # about half the crops lost their colour, the rest kept it
+    assert torch.allclose(grey[~colourless], same[~colourless])
+    with pytest.raises(ValueError, match="light_jitter"):
+        augment_crops(x, torch.Generator(), **plain, light_jitter=1.0)
+
+
+def test_light_settings_out_of_range_name_the_fix_before_training():
+    from vcn.config import SSLConfig
+    from vcn.errors import VcnError
+
+    crops = torch.zeros(4, 3, 112, 112, dtype=torch.uint8)
+    with pytest.raises(VcnError, match=r"ssl.light_jitter=1.0 must be at least 0 and below 1.*try 0.4"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(light_jitter=1.0))
+    with pytest.raises(VcnError, match=r"ssl.grey_prob=-0.1 must be between 0 and 1.*try 0.2"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(grey_prob=-0.1))
+
+
 def test_low_resolution_settings_out_of_range_name_the_fix_before_training():
     from vcn.config import SSLConfig
     from vcn.errors import VcnError

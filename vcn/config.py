@@ -179,6 +179,12 @@ class SSLConfig:
     # "A lower-resolution augmentation", session 37).
     low_res_prob: float = 0.0
     low_res_min_px: int = 24
+    # Beyond the paper (issue 11): other light (vcn.ssl.augment): brightness and contrast each scaled by a factor
+    # in [1 - light_jitter, 1 + light_jitter], and the colour removed from a share grey_prob of the crops (DINO's
+    # 0.4 and 0.2), so that one person under a dinner table's lamp and a kitchen's light trains as one identity.
+    # 0 = off (the paper's augmentations).
+    light_jitter: float = 0.0
+    grey_prob: float = 0.0
     seed: int = 0
     # Beyond the paper (whose first round pairs crops of one track only): coarse matching also runs once before the
     # first round, on the base embeddings, so the warm-up and the first round already pair matched tracks. Finetuning

@@ -1,5 +1,5 @@
 """Random augmentations of a pair's crops (flip, small rotation, colour-temperature shift, optionally a lower
-resolution), batched in torch."""
+resolution and other light), batched in torch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 def augment_crops(crops: torch.Tensor, generator: torch.Generator, max_rotation_deg: float = 10.0,
                   max_colour_shift: float = 0.1, flip_prob: float = 0.5, low_res_prob: float = 0.0,
-                  min_res_px: int = 24) -> torch.Tensor:
+                  min_res_px: int = 24, light_jitter: float = 0.0, grey_prob: float = 0.0) -> torch.Tensor:
     """Augment BGR float crops [B, 3, H, W] (values 0..255); every crop draws its own parameters.
 
     - horizontal flip with probability `flip_prob`;
@@ -21,9 +21,13 @@ def augment_crops(crops: torch.Tensor, generator: torch.Generator, max_rotation_
       max_colour_shift] (warmer or cooler light), clipped to 0..255;
     - with probability `low_res_prob`, a lower resolution: the crop is shrunk to a side drawn uniformly in
       [min_res_px, H) (area averaging) and enlarged back (bilinear), as a face seen small in a wide shot looks
-      once it is cut out and resized to the crop size.
-    Draws come from `generator` (on the CPU), so a seed fixes the result. With low_res_prob 0 (the default) no
-    draw is made for it, so the other augmentations draw exactly what they drew before it existed.
+      once it is cut out and resized to the crop size;
+    - other light, with `light_jitter` j > 0: brightness scaled by a factor uniform in [1 - j, 1 + j] and contrast
+      about the crop's mean grey by another, and with probability `grey_prob` the colour removed (a face lit by
+      a lamp, a window or a screen, or in a black-and-white insert).
+    Draws come from `generator` (on the CPU), so a seed fixes the result. With low_res_prob, light_jitter and
+    grey_prob 0 (the defaults) no draw is made for them, so the other augmentations draw exactly what they drew
+    before those existed.
     """
     b = crops.shape[0]
     if b == 0:
@@ -49,7 +53,28 @@ def augment_crops(crops: torch.Tensor, generator: torch.Generator, max_rotation_
     gains[:, 0, 0, 0] = 1 - shift
     gains[:, 2, 0, 0] = 1 + shift
     out = (out * gains.to(device=device, dtype=dtype)).clamp_(0.0, 255.0)
+    if light_jitter > 0 or grey_prob > 0:
+        out = _other_light(out, generator, light_jitter, grey_prob)
     return _lower_resolution(out, generator, low_res_prob, min_res_px) if low_res_prob > 0 else out
+
+
+def _other_light(crops: torch.Tensor, generator: torch.Generator, jitter: float, grey_prob: float) -> torch.Tensor:
+    """Each crop's brightness and contrast scaled by factors in [1 - jitter, 1 + jitter]; with probability
+    `grey_prob` its colour replaced by its grey (BGR luma weights, as OpenCV's BGR2GRAY)."""
+    b = crops.shape[0]
+    if not 0.0 <= jitter < 1.0 or not 0.0 <= grey_prob <= 1.0:
+        raise ValueError(f"light_jitter={jitter} must be in [0, 1) and grey_prob={grey_prob} in [0, 1]")
+    shape = (b, 1, 1, 1)
+    brightness = 1 + (torch.rand(b, generator=generator) * 2 - 1) * jitter
+    contrast = 1 + (torch.rand(b, generator=generator) * 2 - 1) * jitter
+    grey_pick = torch.rand(b, generator=generator) < grey_prob
+    weights = torch.tensor([0.114, 0.587, 0.299], dtype=crops.dtype, device=crops.device).view(1, 3, 1, 1)
+    out = crops * brightness.to(crops).view(shape)
+    mean_grey = (out * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    out = (out - mean_grey) * contrast.to(crops).view(shape) + mean_grey
+    grey = (out * weights).sum(1, keepdim=True).expand_as(out)
+    out = torch.where(grey_pick.to(crops.device).view(shape), grey, out)
+    return out.clamp_(0.0, 255.0)
 
 
 def _lower_resolution(crops: torch.Tensor, generator: torch.Generator, prob: float, min_px: int) -> torch.Tensor:

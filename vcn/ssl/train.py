@@ -106,11 +106,17 @@ def weight_layout(device: torch.device, cfg: SSLConfig) -> torch.memory_format:
 def augment(crops: torch.Tensor, generator: torch.Generator, cfg: SSLConfig) -> torch.Tensor:
     """`augment_crops` with the finetune's settings."""
     return augment_crops(crops, generator, cfg.max_rotation_deg, cfg.max_colour_shift,
-                         low_res_prob=cfg.low_res_prob, min_res_px=cfg.low_res_min_px)
+                         low_res_prob=cfg.low_res_prob, min_res_px=cfg.low_res_min_px,
+                         light_jitter=cfg.light_jitter, grey_prob=cfg.grey_prob)
 
 
-def _check_low_res(cfg: SSLConfig, crop_side: int) -> None:
-    """The lower-resolution augmentation's settings, checked before any training step."""
+def _check_augment(cfg: SSLConfig, crop_side: int) -> None:
+    """The optional augmentations' settings, checked before any training step."""
+    if not 0.0 <= cfg.light_jitter < 1.0:
+        raise VcnError(f"ssl.light_jitter={cfg.light_jitter} must be at least 0 and below 1 (0 = off, the "
+                       f"default); try 0.4")
+    if not 0.0 <= cfg.grey_prob <= 1.0:
+        raise VcnError(f"ssl.grey_prob={cfg.grey_prob} must be between 0 and 1 (0 = off, the default); try 0.2")
     if not 0.0 <= cfg.low_res_prob <= 1.0:
         raise VcnError(f"ssl.low_res_prob={cfg.low_res_prob} must be between 0 and 1 (0 = off, the default)")
     if cfg.low_res_prob > 0 and not 1 <= cfg.low_res_min_px < crop_side:
@@ -499,7 +505,7 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
     """
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
-    _check_low_res(cfg, crops_uint8.shape[-2])
+    _check_augment(cfg, crops_uint8.shape[-2])
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
     trainer.video_crops = crops_uint8
     trainer.base_embeddings = base_embeddings
