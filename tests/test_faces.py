@@ -78,6 +78,16 @@ def test_priors_match_the_network_outputs(detector):
         assert len(prior_boxes(h, w)) == loc.shape[1] == conf.shape[1] == landms.shape[1]
 
 
+def test_priors_are_every_cell_and_anchor_size_in_the_networks_order_and_cached():
+    for h, w in [(540, 960), (97, 131)]:
+        expected = [((j + 0.5) * step / w, (i + 0.5) * step / h, s / w, s / h)
+                    for step, sizes in ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))
+                    for i in range(-(-h // step)) for j in range(-(-w // step)) for s in sizes]
+        priors = prior_boxes(h, w)
+        assert np.array_equal(priors, np.asarray(expected, np.float32))
+        assert prior_boxes(h, w) is priors and not priors.flags.writeable   # built once per input size
+
+
 def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]], np.float32)
     scores = np.array([0.9, 0.95, 0.5, 0.3], np.float32)

@@ -60,6 +60,38 @@ def test_torch_detector_finds_what_onnxruntime_finds():
         assert (np.abs(fa.landmarks[ia] - fb.landmarks[ib]).max(axis=(1, 2)) <= 0.03 * size).all()
 
 
+@needs_faces
+def test_torch_detector_keeps_on_the_device_exactly_the_candidates_the_host_filter_keeps():
+    """On a GPU only the priors over the score threshold come back; they must be the very rows that filtering the
+    whole outputs on the host keeps, and one upload of a frame array must equal frames sent one by one."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from long_video_memory import frame_at, shot_canvases
+
+    from vcn.models.retinaface import MEAN_BGR, RetinaFaceDetector
+
+    canvases = shot_canvases(640, 360)
+    frames = np.stack([frame_at(canvases, t, 640, 360) for t in (0.0, 3.0, 7.0, 13.0)])
+    detector = RetinaFaceDetector(device="torch-cpu", score_threshold=0.5)
+    sizes = [(360, 640)] * len(frames)
+    on_device = detector._run_torch(frames, sizes, 360, 640)
+    with torch.inference_mode():
+        x = torch.from_numpy((frames.astype(np.float32) - MEAN_BGR).transpose(0, 3, 1, 2).copy())
+        outputs = [o.numpy() for o in detector.net(x.contiguous(memory_format=torch.channels_last))]
+    on_host = detector.candidates(*outputs)
+    assert sum(len(c[0]) for c in on_host) >= 4
+    for dev, host in zip(on_device, on_host):
+        assert np.array_equal(dev[0], host[0])
+        for a, b in zip(dev[1:], host[1:]):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    as_array = detector.detect(frames)
+    one_by_one = detector.detect(list(frames))
+    assert [len(f) for f in as_array] == [len(f) for f in one_by_one] and sum(map(len, as_array)) >= 4
+    for a, b in zip(as_array, one_by_one):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+
+
 def test_detector_device_setting_errors_name_the_fix():
     import torch
 
