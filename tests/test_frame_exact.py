@@ -20,7 +20,7 @@ import pytest
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.faces.align import align_face
-from vcn.pipeline import assign_shots, scan_video, shots_table, track_shots
+from vcn.pipeline import ShotsAsTheyEnd, ShotTracking, assign_shots, scan_video, shots_table, track_shots
 from vcn.video.decode import _to_display, iter_frames, probe_video
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "real"
@@ -129,6 +129,30 @@ def test_shots_tracked_at_once_give_what_one_after_another_gives(sitcom_window):
     with pytest.raises(VcnError, match=r"track.workers=-1: use 0 \(one per CPU core\)"):
         cfg.track.workers = -1
         track_shots(SITCOM, shots, detections, cfg, info=info)
+
+
+@needs_sitcom
+def test_shots_tracked_during_the_scan_give_the_tables_of_tracking_after_it(detector, sitcom_window):
+    # track.during_scan: each shot is tracked once the cut after it is found, while the scan goes on; the
+    # tables must be those of scanning first and tracking every shot after (the sitcom_window fixture).
+    shots, crops, detections = sitcom_window
+    cfg = RunConfig()
+    info = probe_video(SITCOM)
+    sunk: list[pa.Table] = []
+    with ShotTracking(SITCOM, cfg, info, crops_sink=sunk.append) as tracking:
+        ending = ShotsAsTheyEnd("v", tracking, first_frame=150)
+        scan = scan_video(SITCOM, cfg, detector=detector, video_id="v", start_frame=150, end_frame=390, info=info,
+                          on_batch=ending)
+        during = len(ending.bounds) - 1     # shots handed to tracking before the scan returned
+        ending.finish(150 + len(scan.frame_times))
+        ending.check_shots(shots)
+        tracked, tracks, kept = tracking.finish()
+    assert shots.num_rows >= 3 and during == shots.num_rows - 1   # all but the last, whose end is the window's
+    assert tracked.equals(detections) and kept.num_rows == 0
+    assert pa.concat_tables(sunk).equals(crops)
+    assert tracks.column("track_id").to_pylist() == list(range(tracks.num_rows)) and tracks.num_rows >= 3
+    with pytest.raises(RuntimeError, match="differ from the scan's"):
+        ending.check_shots(shots.slice(1))
 
 
 @needs_sitcom

@@ -91,7 +91,10 @@ def test_trim_runs_before_no_grad_passes_of_the_module_type_only(monkeypatch):
     assert libc.trims == 1
 
 
-def test_stage_one_detector_is_released_before_tracking_and_stage_two(tmp_path, monkeypatch):
+@pytest.mark.parametrize("during_scan", [False, True])
+def test_stage_one_detector_is_released_before_tracking_and_stage_two(tmp_path, monkeypatch, during_scan):
+    # Tracked after the scan, tracking starts with the detector gone; tracked during the scan (the default),
+    # tracking runs beside it by design and stage 2 starts with it gone.
     import vcn.models
 
     made: list[weakref.ref] = []
@@ -117,6 +120,8 @@ def test_stage_one_detector_is_released_before_tracking_and_stage_two(tmp_path, 
     monkeypatch.setattr(pipeline, "track_shots", checking_track_shots)
     monkeypatch.setattr(pipeline, "cluster_crops", checking_cluster_crops)
     video = videos.write_video(tmp_path / "clip.mp4", n_frames=20)
-    result = pipeline.run_video(video, tmp_path / "out", RunConfig(), report=False)
+    cfg = RunConfig()
+    cfg.track.during_scan = during_scan
+    result = pipeline.run_video(video, tmp_path / "out", cfg, report=False)
     assert result.summary["stages_done"] == ["detect", "track", "cluster"]
-    assert len(made) == 1 and seen == {"track": True, "cluster": True}
+    assert len(made) == 1 and seen == ({"cluster": True} if during_scan else {"track": True, "cluster": True})

@@ -72,6 +72,9 @@ class TrackConfig:
     # same for any number. On the H200 the serial track stage took 47 s of a 10-minute 1080p video's 173 s with the
     # GPU idle (docs/measurements.md "On a GPU"); on 2 CPU cores 2 workers took 0.82x one's time.
     workers: int = 0
+    # Track each shot (and cut its crops) while the scan detects the rest of the video, as soon as the cut after
+    # it is found (vcn.pipeline.ShotsAsTheyEnd); the same tables as tracking after the scan (false).
+    during_scan: bool = True
 
 
 @dataclass

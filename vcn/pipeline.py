@@ -11,6 +11,7 @@ import platform
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -48,8 +49,12 @@ class ScanResult:
 
 def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = "",
                start_frame: int = 0, end_frame: int | None = None, progress: Progress | None = None,
-               info=None) -> ScanResult:
-    """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector."""
+               info=None, on_batch: Callable[[dict[str, list], int, list[int]], None] | None = None) -> ScanResult:
+    """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector.
+
+    `on_batch(found, next_frame, cuts)`, when given, is called after each batch with that batch's detections
+    (lists of per-frame arrays, as the detections table's columns are built from), the frame after the batch and
+    the cuts found so far (ShotsAsTheyEnd tracks each shot from them while the scan goes on)."""
     from vcn.models import load_detector
     from vcn.video.decode import DecodeError, iter_frames, prefetch
     from vcn.video.shots import ShotDetector
@@ -90,24 +95,28 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
                 shot_job = shot_pool.submit(shots.feed, batch.frames, batch.indices)
             t2 = time.perf_counter()
             seconds["shots"] += t2 - t1
+            found: dict[str, list] = {k: [] for k in columns}
             for i in range(0, len(batch.frames), cfg.detect.batch_size):
-                found = detector.detect(batch.frames[i:i + cfg.detect.batch_size])
-                for j, faces in enumerate(found):
+                for j, faces in enumerate(detector.detect(batch.frames[i:i + cfg.detect.batch_size])):
                     k = i + j
                     n = len(faces)
                     if n == 0:
                         continue
-                    columns["frame"].append(np.full(n, batch.indices[k], np.int64))
-                    columns["t_s"].append(np.full(n, batch.times[k], np.float64))
-                    columns["box"].append(faces.boxes.reshape(n, 4))
-                    columns["score"].append(faces.scores)
-                    columns["landmarks"].append(faces.landmarks.reshape(n, 10))
+                    found["frame"].append(np.full(n, batch.indices[k], np.int64))
+                    found["t_s"].append(np.full(n, batch.times[k], np.float64))
+                    found["box"].append(faces.boxes.reshape(n, 4))
+                    found["score"].append(faces.scores)
+                    found["landmarks"].append(faces.landmarks.reshape(n, 10))
+            for k, arrays in found.items():
+                columns[k].extend(arrays)
             t3 = time.perf_counter()
             seconds["detect"] += t3 - t2
             if shot_job is not None:
                 shot_job.result()
                 shot_job = None
                 seconds["shots"] += time.perf_counter() - t3
+            if on_batch is not None:
+                on_batch(found, int(batch.indices[-1]) + 1, shots.cuts())
             times.append(np.asarray(batch.times, np.float64))
             if progress:
                 progress.advance(len(batch.frames))
@@ -121,15 +130,16 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
                       first_frame=start_frame, detections=detections, seconds=seconds, decode_error=decode_error)
 
 
-def _detections_table(video_id: str, columns: dict[str, list]) -> pa.Table:
+def _detections_table(video_id: str, columns: dict[str, list], first_det_id: int = 0,
+                      shot_id: int = -1) -> pa.Table:
     if not columns["frame"] or sum(len(a) for a in columns["frame"]) == 0:
         return empty_table("detections")
     box = np.concatenate(columns["box"]).astype(np.float32)
     n = len(box)
     return make_table("detections", {
         "video_id": [video_id] * n,
-        "det_id": np.arange(n, dtype=np.int64),
-        "shot_id": np.full(n, -1, np.int32),
+        "det_id": np.arange(first_det_id, first_det_id + n, dtype=np.int64),
+        "shot_id": np.full(n, shot_id, np.int32),
         "frame": np.concatenate(columns["frame"]),
         "t_s": np.concatenate(columns["t_s"]),
         "x1": box[:, 0], "y1": box[:, 1], "x2": box[:, 2], "y2": box[:, 3],
@@ -217,34 +227,105 @@ def track_shots(path: str | Path, shots: pa.Table, detections: pa.Table, cfg: Ru
     With `crops_sink`, each shot's crops go to it as soon as they are made and the crops returned are empty:
     the crop images (the one table that grows with screen time, ~16 kB a crop) are never all in memory.
     """
-    workers = shot_workers(cfg.track.workers)
-    shot_rows = shots.to_pylist()
+    with ShotTracking(path, cfg, info, progress, crops_sink) as tracking:
+        for shot in shots.to_pylist():
+            tracking.submit(shot, shot_detections(detections, shot["shot_id"]))
+        return tracking.finish()
 
-    def one(shot: dict[str, Any]) -> tuple[pa.Table, pa.Table, pa.Table]:
-        # Numbered from 0 and moved below, as the distributed layer's tracking actors do.
-        return track_shot(path, shot, shot_detections(detections, shot["shot_id"]), cfg, 0, info=info)
 
-    parts = []
-    next_track = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vcn-track") as pool:
-        # At most 2 x workers shots ahead of the one being collected: their crops wait in memory until then.
-        pending = deque(pool.submit(one, shot) for shot in shot_rows[:2 * workers])
-        for i in range(len(shot_rows)):
-            dets, tracks, crops = pending.popleft().result()
-            if i + 2 * workers < len(shot_rows):
-                pending.append(pool.submit(one, shot_rows[i + 2 * workers]))
-            # Track ids unique over the video, in shot order, as one shot after another would number them.
-            dets, tracks, crops = (shift_track_ids(t, next_track) for t in (dets, tracks, crops))
-            next_track += tracks.num_rows
-            if crops_sink is not None:
+class ShotTracking:
+    """Shots handed in in order are tracked in threads (track.workers at once) and collected in that order: track
+    ids unique over the video, numbered as one shot after another would number them, and each shot's crops sent to
+    `crops_sink` (when given) as soon as the shots before it are collected."""
+
+    def __init__(self, path: str | Path, cfg: RunConfig, info=None, progress: Progress | None = None,
+                 crops_sink: Callable[[pa.Table], None] | None = None):
+        self.path, self.cfg, self.info, self.progress, self.crops_sink = path, cfg, info, progress, crops_sink
+        self.workers = shot_workers(cfg.track.workers)
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vcn-track")
+        self.pending: deque = deque()
+        self.parts: list[tuple[pa.Table, pa.Table, pa.Table]] = []
+        self.next_track = 0
+
+    def __enter__(self) -> "ShotTracking":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def submit(self, shot: dict[str, Any], detections: pa.Table) -> None:
+        """Track `shot` (a shots-table row; shots in order) from its detections; collect what is done. At most
+        2 x workers shots wait uncollected: their crops are in memory until then."""
+        # Numbered from 0 and moved when collected, as the distributed layer's tracking actors do.
+        self.pending.append(self.pool.submit(track_shot, self.path, shot, detections, self.cfg, 0, info=self.info))
+        self._collect(wait_above=2 * self.workers)
+
+    def finish(self) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """Wait for every shot: the video's detections (track_id set), tracks and crops (empty with a sink)."""
+        self._collect(wait_above=0)
+        return tuple(concat_parts(name, [p[i] for p in self.parts])  # type: ignore[return-value]
+                     for i, name in enumerate(("detections", "tracks", "crops")))
+
+    def _collect(self, wait_above: int) -> None:
+        while self.pending and (len(self.pending) > wait_above or self.pending[0].done()):
+            dets, tracks, crops = (shift_track_ids(t, self.next_track) for t in self.pending.popleft().result())
+            self.next_track += tracks.num_rows
+            if self.crops_sink is not None:
                 if crops.num_rows:
-                    crops_sink(crops)
+                    self.crops_sink(crops)
                 crops = empty_table("crops")
-            parts.append((dets, tracks, crops))
-            if progress:
-                progress.advance(1)
-    return tuple(concat_parts(name, [p[i] for p in parts])  # type: ignore[return-value]
-                 for i, name in enumerate(("detections", "tracks", "crops")))
+            self.parts.append((dets, tracks, crops))
+            if self.progress:
+                self.progress.advance(1)
+
+
+class ShotsAsTheyEnd:
+    """`scan_video`'s on_batch: each shot goes to a ShotTracking as soon as the cut after it is found (its frames
+    are all detected by then), so shots are linked and their crops cut while the scan decodes and detects the rest
+    of the video (on the H200 the track stage had taken 47 s of a 10-minute 1080p run after detection, the GPU idle).
+
+    PySceneDetect reports cuts in frame order, some a few frames late (its flash filter), never before one already
+    reported: a shot is final once the cut ending it is reported. The shots and detections are those of the
+    detect stage's tables, shot for shot (`check_shots` asserts it)."""
+
+    def __init__(self, video_id: str, tracking: ShotTracking, first_frame: int = 0):
+        self.video_id, self.tracking = video_id, tracking
+        self.start = first_frame         # first frame of the shot being gathered
+        self.first_frame = first_frame
+        self.shot_id = 0
+        self.next_det_id = 0
+        self.waiting: list[tuple[int, dict[str, np.ndarray]]] = []   # (frame, its detections) of frames >= start
+        self.bounds = [first_frame]
+
+    def __call__(self, found: dict[str, list], next_frame: int, cuts: list[int]) -> None:
+        for k in range(len(found["frame"])):
+            self.waiting.append((int(found["frame"][k][0]), {name: found[name][k] for name in found}))
+        for cut in cuts:
+            if cut > self.start:
+                self._submit(cut)
+
+    def finish(self, end_frame: int) -> None:
+        """After the scan: the last shot, up to `end_frame` (one past the last frame decoded)."""
+        if end_frame > self.start:
+            self._submit(end_frame)
+
+    def check_shots(self, shots: pa.Table) -> None:
+        """The shots submitted are exactly `shots` (the table the detect stage writes from the final cuts)."""
+        expected = [self.first_frame] + shots.column("end_frame").to_pylist() if shots.num_rows else [self.first_frame]
+        if self.bounds != expected:
+            raise RuntimeError(f"shots tracked during the scan {self.bounds} differ from the scan's {expected}")
+
+    def _submit(self, end: int) -> None:
+        n = next((i for i, (frame, _) in enumerate(self.waiting) if frame >= end), len(self.waiting))
+        mine, self.waiting = self.waiting[:n], self.waiting[n:]
+        columns = {name: [arrays[name] for _, arrays in mine] for name in ("frame", "t_s", "box", "score",
+                                                                               "landmarks")}
+        detections = _detections_table(self.video_id, columns, self.next_det_id, self.shot_id)
+        self.next_det_id += detections.num_rows
+        self.tracking.submit({"video_id": self.video_id, "shot_id": self.shot_id}, detections)
+        self.shot_id += 1
+        self.start = end
+        self.bounds.append(end)
 
 
 def shot_workers(setting: int) -> int:
@@ -381,34 +462,51 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     todo = wanted[start:]
     try:
         decode_error = previous.get("decode_error")
-        if "detect" in todo:
-            with bar.stage("detect", total=info.n_frames):
-                scan = scan_video(video, cfg, detector=detector, video_id=video_id, progress=bar, info=info)
-            shots = shots_table(video_id, scan.cuts, scan.frame_times)
-            tables["shots"] = shots
-            tables["detections"] = assign_shots(scan.detections, shots)
-            timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
-            timings["frames_scanned"] = int(len(scan.frame_times))
-            decode_error = scan.decode_error
-            # The detector (an onnxruntime session with its own arena) and the decoded frames are garbage now:
-            # what the heaps kept of them goes back to the OS before tracking and stage 2 (issue 13, vcn.heap).
-            del scan
-            release_memory()
-        if "track" in todo:
-            t0 = time.perf_counter()
-            shots = table("shots")
-            spilled["crops"] = out.spill_path("crops")
-            rows["crops"] = 0
+        # With track.during_scan, each shot is tracked and its crops cut while the scan detects the next ones.
+        during = "detect" in todo and "track" in todo and cfg.track.during_scan
+        with ExitStack() as stack:
+            if "track" in todo:
+                spilled["crops"] = out.spill_path("crops")
+                rows["crops"] = 0
+                writer = stack.enter_context(pq.ParquetWriter(spilled["crops"], SCHEMAS["crops"]))
 
-            def write_crops(crops: pa.Table) -> None:
-                writer.write_table(crops)
-                rows["crops"] += crops.num_rows
+                def write_crops(crops: pa.Table) -> None:
+                    writer.write_table(crops)
+                    rows["crops"] += crops.num_rows
 
-            writer = pq.ParquetWriter(spilled["crops"], SCHEMAS["crops"])
-            with bar.stage("track", total=shots.num_rows), writer:
-                tables["detections"], tables["tracks"], _ = track_shots(
-                    video, shots, table("detections"), cfg, info=info, progress=bar, crops_sink=write_crops)
-            timings["track_s"] = round(time.perf_counter() - t0, 3)
+            if during:
+                tracking = stack.enter_context(ShotTracking(video, cfg, info, crops_sink=write_crops))
+                shots_ending = ShotsAsTheyEnd(video_id, tracking)
+            if "detect" in todo:
+                with bar.stage("detect", total=info.n_frames):
+                    scan = scan_video(video, cfg, detector=detector, video_id=video_id, progress=bar, info=info,
+                                      on_batch=shots_ending if during else None)
+                shots = shots_table(video_id, scan.cuts, scan.frame_times)
+                tables["shots"] = shots
+                tables["detections"] = assign_shots(scan.detections, shots)
+                timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
+                timings["frames_scanned"] = int(len(scan.frame_times))
+                decode_error = scan.decode_error
+                n_scanned = len(scan.frame_times)
+                # The detector (an onnxruntime session with its own arena) and the decoded frames are garbage
+                # now: what the heaps kept of them goes back to the OS before stage 2 (issue 13, vcn.heap).
+                del scan
+                release_memory()
+            if "track" in todo:
+                t0 = time.perf_counter()
+                if during:
+                    # What tracking still takes once the scan is done (the rest ran beside it).
+                    shots_ending.finish(n_scanned)
+                    shots_ending.check_shots(tables["shots"])
+                    with bar.stage("track", total=None):
+                        tables["detections"], tables["tracks"], _ = tracking.finish()
+                else:
+                    shots = table("shots")
+                    with bar.stage("track", total=shots.num_rows):
+                        tables["detections"], tables["tracks"], _ = track_shots(
+                            video, shots, table("detections"), cfg, info=info, progress=bar,
+                            crops_sink=write_crops)
+                timings["track_s"] = round(time.perf_counter() - t0, 3)
         if "cluster" in todo:
             with bar.stage("cluster", total=None):
                 clusters, embeddings, seconds = cluster_crops(table("crops"), table("tracks"), table("detections"),
