@@ -185,7 +185,9 @@ class SSLConfig:
     # Beyond the paper (issue 11): other light (vcn.ssl.augment): brightness and contrast each scaled by a factor
     # in [1 - light_jitter, 1 + light_jitter], and the colour removed from a share grey_prob of the crops (DINO's
     # 0.4 and 0.2), so that one person under a dinner table's lamp and a kitchen's light trains as one identity.
-    # 0 = off (the paper's augmentations).
+    # 0 = off (the paper's augmentations). Off by default: at 0.4 / 0.2 over the 8 labelled videos x seeds 2-3 it
+    # merged the short golf cut's two men on one seed (mean F 0.943 against 0.950; docs/measurements.md "Other
+    # light", session 38).
     light_jitter: float = 0.0
     grey_prob: float = 0.0
     seed: int = 0
