@@ -1,7 +1,7 @@
 """Stage-1 throughput on one video, every figure from one process side by side, as JSON: decode-only frames/s of
 vcn's decoder (PyAV, timestamp-exact) beside decord's batched decode it replaced, detector-only frames/s, and
 end-to-end stage 1 (decode + shots + detection + tracking + crops) under the defaults, with tracking after the scan
-(track.during_scan=false) and with no background thread at all.
+(track.during_scan=never), during it (=always) and with no background thread at all.
 
     python benchmarks/stage1.py [VIDEO] [--frames N] --out benchmarks/results/stage1.json
 
@@ -68,11 +68,12 @@ def detector_only_fps(video: Path, info, end: int, cfg: RunConfig, detector) -> 
 
 
 def stage1(video: Path, info, end: int, cfg: RunConfig, detector) -> dict:
-    """Scan, then track every shot; with track.during_scan (the default) each shot is tracked during the scan."""
-    from vcn.pipeline import ShotsAsTheyEnd, ShotTracking, assign_shots, scan_video, shots_table, track_shots
+    """Scan, then track every shot, or (track.during_scan) track each shot during the scan, as `vcn run` would."""
+    from vcn.pipeline import (ShotsAsTheyEnd, ShotTracking, assign_shots, scan_video, shots_table, track_shots,
+                              tracks_during_scan)
 
     t0 = time.perf_counter()
-    if cfg.track.during_scan:
+    if tracks_during_scan(cfg, detector):
         with ShotTracking(video, cfg, info) as tracking:
             ending = ShotsAsTheyEnd("v", tracking)
             scan = scan_video(video, cfg, detector=detector, video_id="v", end_frame=end, info=info, on_batch=ending)
@@ -94,10 +95,11 @@ def stage1(video: Path, info, end: int, cfg: RunConfig, detector) -> dict:
                        "crops": crops.num_rows}}
 
 
-# Stage 1 is timed under these settings, alternating: the default, tracking after the scan, and no background
-# thread at all (decode, shots, detection and tracking one after another).
-VARIANTS = {"default": {}, "track.during_scan=false": {"during_scan": False},
-            "prefetch_batches=0,track.during_scan=false": {"during_scan": False, "prefetch_batches": 0}}
+# Stage 1 is timed under these settings, alternating: the default, tracking during and after the scan, and no
+# background thread at all (decode, shots, detection and tracking one after another).
+VARIANTS = {"default": {}, "track.during_scan=always": {"during_scan": "always"},
+            "track.during_scan=never": {"during_scan": "never"},
+            "prefetch_batches=0,track.during_scan=never": {"during_scan": "never", "prefetch_batches": 0}}
 
 
 def variant_config(changes: dict) -> RunConfig:

@@ -22,7 +22,8 @@ def test_stage1_benchmark_times_every_variant_on_the_same_tables(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     runs = report["stage1"]
-    assert set(runs) == {"default", "track.during_scan=false", "prefetch_batches=0,track.during_scan=false"}
+    assert set(runs) == {"default", "track.during_scan=always", "track.during_scan=never",
+                         "prefetch_batches=0,track.during_scan=never"}
     counts = [r["counts"] for r in runs.values()]
     assert counts[0]["shots"] >= 2 and counts[0]["crops"] > 0 and all(c == counts[0] for c in counts)
     assert report["detector_only_fps"] > 0 and set(report["stage1_over_detector_only_by_variant"]) == set(runs)

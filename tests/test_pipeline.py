@@ -176,3 +176,27 @@ def test_bad_inputs_give_a_clear_error_naming_the_file(tmp_path, make, words):
 def test_cli_rejects_unknown_stages(tmp_path):
     proc = _vcn("run", "x.mp4", "--out", str(tmp_path), "--stages", "detect,bogus")
     assert proc.returncode == 2 and "choose from detect, track, cluster" in proc.stderr
+
+
+def test_shots_are_tracked_during_the_scan_where_detection_runs_on_a_gpu():
+    # "auto": on a CPU the tracking threads would take the detector's cores, so shots are tracked after the scan.
+    import torch
+
+    from vcn.errors import VcnError
+    from vcn.models.retinaface import RetinaFaceDetector
+    from vcn.pipeline import tracks_during_scan
+
+    cfg = RunConfig()
+    assert cfg.track.during_scan == "auto"
+    assert tracks_during_scan(cfg) == torch.cuda.is_available()
+    assert not tracks_during_scan(cfg, RetinaFaceDetector(device="cpu"))
+    assert not tracks_during_scan(cfg, RetinaFaceDetector(device="torch-cpu"))
+    cfg.detect.device = "cpu"
+    assert not tracks_during_scan(cfg)
+    cfg.track.during_scan = "always"
+    assert tracks_during_scan(cfg, RetinaFaceDetector(device="cpu"))
+    cfg.track.during_scan = "never"
+    assert not tracks_during_scan(cfg)
+    cfg.track.during_scan = "yes"
+    with pytest.raises(VcnError, match=r"track.during_scan='yes': choose auto .*, always or never"):
+        tracks_during_scan(cfg)

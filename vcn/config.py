@@ -73,8 +73,11 @@ class TrackConfig:
     # GPU idle (docs/measurements.md "On a GPU"); on 2 CPU cores 2 workers took 0.82x one's time.
     workers: int = 0
     # Track each shot (and cut its crops) while the scan detects the rest of the video, as soon as the cut after
-    # it is found (vcn.pipeline.ShotsAsTheyEnd); the same tables as tracking after the scan (false).
-    during_scan: bool = True
+    # it is found (vcn.pipeline.ShotsAsTheyEnd), or after the scan; the same tables either way. "auto": during the
+    # scan where detection runs on a GPU (on the H200 the track stage took 47 s after detection, the GPU idle),
+    # after it on a CPU, where the tracking threads take the detector's cores: on the sitcom on 2 cores stage 1
+    # took 1.10x as long with them (benchmarks/stage1.py, session 38). "always" or "never" to choose.
+    during_scan: str = "auto"
 
 
 @dataclass

@@ -328,6 +328,25 @@ class ShotsAsTheyEnd:
         self.bounds.append(end)
 
 
+DURING_SCAN = ("auto", "always", "never")
+
+
+def tracks_during_scan(cfg: RunConfig, detector=None) -> bool:
+    """Whether track.during_scan tracks shots while the scan runs: "auto" where detection runs on a GPU (the
+    `detector` given, or the one cfg.detect would load)."""
+    mode = cfg.track.during_scan
+    if mode not in DURING_SCAN:
+        raise VcnError(f"track.during_scan={mode!r}: choose auto (during the scan where detection runs on a GPU), "
+                       f"always or never")
+    if mode != "auto":
+        return mode == "always"
+    if detector is not None:
+        return "cuda" in str(getattr(detector, "backend", ""))
+    from vcn.models.retinaface import resolve_device
+
+    return cfg.detect.model == "retinaface" and resolve_device(cfg.detect.device).startswith("cuda")
+
+
 def shot_workers(setting: int) -> int:
     """Threads for track.workers: 0 = one per CPU core this process may use, at most 8. OMP_NUM_THREADS, where set,
     says how many that is: Ray sets it to a task's CPUs, so a video's task does not take a shared node's cores."""
@@ -463,7 +482,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     try:
         decode_error = previous.get("decode_error")
         # With track.during_scan, each shot is tracked and its crops cut while the scan detects the next ones.
-        during = "detect" in todo and "track" in todo and cfg.track.during_scan
+        during = "detect" in todo and "track" in todo and tracks_during_scan(cfg, detector)
         with ExitStack() as stack:
             if "track" in todo:
                 spilled["crops"] = out.spill_path("crops")
