@@ -75,8 +75,9 @@ class TrackConfig:
     # Track each shot (and cut its crops) while the scan detects the rest of the video, as soon as the cut after
     # it is found (vcn.pipeline.ShotsAsTheyEnd), or after the scan; the same tables either way. "auto": during the
     # scan where detection runs on a GPU (on the H200 the track stage took 47 s after detection, the GPU idle),
-    # after it on a CPU, where the tracking threads take the detector's cores: on the sitcom on 2 cores stage 1
-    # took 1.10x as long with them (benchmarks/stage1.py, session 38). "always" or "never" to choose.
+    # after it on a CPU, where the tracking threads take the detector's cores: on the sitcom on 2 cores it gained
+    # nothing (best of two runs each, 72.0 s against 65.9 s; benchmarks/stage1.py, session 38). "always" or "never"
+    # to choose.
     during_scan: str = "auto"
 
 
