@@ -115,11 +115,9 @@ def torch_retinaface():
 
 
 @lru_cache(maxsize=16)
-@lru_cache(maxsize=8)
 def prior_boxes(height: int, width: int) -> np.ndarray:
     """Anchors (cx, cy, w, h) normalised to the input size, in the network's output order (row, column, anchor
-    size). Cached, read-only: every batch of a video has the same input size, and building them took 13 ms at
-    960x540, as long as a batch of 8 frames takes to detect on a GPU."""
+    size). Cached per input size and read-only, since every caller gets the same array."""
     parts = []
     for step, sizes in zip(STEPS, MIN_SIZES):
         fh, fw = -(-height // step), -(-width // step)  # ceil: the feature map size of this stride
