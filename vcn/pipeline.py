@@ -49,12 +49,12 @@ class ScanResult:
 
 def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = "",
                start_frame: int = 0, end_frame: int | None = None, progress: Progress | None = None,
-               info=None, on_batch: Callable[[dict[str, list], int, list[int]], None] | None = None) -> ScanResult:
+               info=None, on_batch: Callable[[dict[str, list], list[int]], None] | None = None) -> ScanResult:
     """Decode frames [start_frame, end_frame) once, feeding both the shot detector and the face detector.
 
-    `on_batch(found, next_frame, cuts)`, when given, is called after each batch with that batch's detections
-    (lists of per-frame arrays, as the detections table's columns are built from), the frame after the batch and
-    the cuts found so far (ShotsAsTheyEnd tracks each shot from them while the scan goes on)."""
+    `on_batch(found, cuts)`, when given, is called after each batch with that batch's detections (lists of
+    per-frame arrays, as the detections table's columns are built from) and the cuts found so far, up to the
+    batch's last frame (ShotsAsTheyEnd tracks each shot from them while the scan goes on)."""
     from vcn.models import load_detector
     from vcn.video.decode import DecodeError, iter_frames, prefetch
     from vcn.video.shots import ShotDetector
@@ -116,7 +116,7 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
                 shot_job = None
                 seconds["shots"] += time.perf_counter() - t3
             if on_batch is not None:
-                on_batch(found, int(batch.indices[-1]) + 1, shots.cuts())
+                on_batch(found, shots.cuts())
             times.append(np.asarray(batch.times, np.float64))
             if progress:
                 progress.advance(len(batch.frames))
@@ -297,7 +297,7 @@ class ShotsAsTheyEnd:
         self.waiting: list[tuple[int, dict[str, np.ndarray]]] = []   # (frame, its detections) of frames >= start
         self.bounds = [first_frame]
 
-    def __call__(self, found: dict[str, list], next_frame: int, cuts: list[int]) -> None:
+    def __call__(self, found: dict[str, list], cuts: list[int]) -> None:
         for k in range(len(found["frame"])):
             self.waiting.append((int(found["frame"][k][0]), {name: found[name][k] for name in found}))
         for cut in cuts:
