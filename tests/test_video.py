@@ -172,6 +172,28 @@ def test_hamilton_probe_and_times_match_pyav():
 
 
 @needs_hamilton
+def test_one_shared_converter_gives_each_frames_own_to_ndarray_picture():
+    # The decoder converts every picture with one swscale context (vcn.video.decode._Converter) instead of one
+    # per frame (`frame.to_ndarray`): the very same pixels, frame after frame.
+    from vcn.video.decode import _Converter
+
+    info = probe_video(HAMILTON)
+    convert = _Converter(info)
+    with av.open(str(HAMILTON)) as container:
+        for k, frame in enumerate(container.decode(video=0)):
+            own = frame.to_ndarray(format="bgr24", width=info.coded_width, height=info.coded_height)
+            shared = convert(frame)
+            assert shared.dtype == np.uint8 and np.array_equal(shared, own), k
+            if k == 150:
+                break
+    small = _Converter(info)
+    small.width, small.height = info.coded_width // 2, info.coded_height // 2   # and when it has to scale
+    with av.open(str(HAMILTON)) as container:
+        frame = next(container.decode(video=0))
+        assert np.array_equal(small(frame), frame.to_ndarray(format="bgr24", width=small.width, height=small.height))
+
+
+@needs_hamilton
 def test_hamilton_shots():
     shots = detect_shots(HAMILTON, ShotConfig())
     starts = [s.start_frame for s in shots]
