@@ -88,6 +88,22 @@ def test_priors_are_every_cell_and_anchor_size_in_the_networks_order_and_cached(
         assert prior_boxes(h, w) is priors and not priors.flags.writeable   # built once per input size
 
 
+def test_onnx_batch_is_each_frame_resized_centred_channels_first_and_padded_with_the_mean():
+    import cv2
+
+    from vcn.models.retinaface import MEAN_BGR, onnx_batch
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (72, 128, 3), dtype=np.uint8), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)]
+    sizes = [(54, 96), (40, 50)]   # the first scaled down, the second as it is
+    batch = onnx_batch(frames, sizes, 54, 96)
+    first = cv2.resize(frames[0], (96, 54), interpolation=cv2.INTER_AREA).astype(np.float32) - MEAN_BGR
+    assert batch.shape == (2, 3, 54, 96) and batch.dtype == np.float32
+    assert np.array_equal(batch[0], first.transpose(2, 0, 1))
+    assert np.array_equal(batch[1, :, :40, :50], (frames[1].astype(np.float32) - MEAN_BGR).transpose(2, 0, 1))
+    assert not batch[1, :, 40:].any() and not batch[1, :, :, 50:].any()
+
+
 def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]], np.float32)
     scores = np.array([0.9, 0.95, 0.5, 0.3], np.float32)
