@@ -79,9 +79,7 @@ def stage1(video: Path, info, end: int, cfg: RunConfig, detector) -> dict:
             scan = scan_video(video, cfg, detector=detector, video_id="v", end_frame=end, info=info, on_batch=ending)
             shots = shots_table("v", scan.cuts, scan.frame_times)
             t1 = time.perf_counter()
-            ending.finish(len(scan.frame_times))
-            ending.check_shots(shots)
-            _, tracks, crops = tracking.finish()
+            _, tracks, crops = ending.tracked(shots)
     else:
         scan = scan_video(video, cfg, detector=detector, video_id="v", end_frame=end, info=info)
         shots = shots_table("v", scan.cuts, scan.frame_times)

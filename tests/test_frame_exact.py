@@ -144,15 +144,17 @@ def test_shots_tracked_during_the_scan_give_the_tables_of_tracking_after_it(dete
         scan = scan_video(SITCOM, cfg, detector=detector, video_id="v", start_frame=150, end_frame=390, info=info,
                           on_batch=ending)
         during = len(ending.bounds) - 1     # shots handed to tracking before the scan returned
-        ending.finish(150 + len(scan.frame_times))
-        ending.check_shots(shots)
-        tracked, tracks, kept = tracking.finish()
+        assert len(scan.frame_times) == 240
+        tracked, tracks, kept = ending.tracked(shots)
     assert shots.num_rows >= 3 and during == shots.num_rows - 1   # all but the last, whose end is the window's
     assert tracked.equals(detections) and kept.num_rows == 0
     assert pa.concat_tables(sunk).equals(crops)
     assert tracks.column("track_id").to_pylist() == list(range(tracks.num_rows)) and tracks.num_rows >= 3
-    with pytest.raises(RuntimeError, match="differ from the scan's"):
-        ending.check_shots(shots.slice(1))
+    with ShotTracking(SITCOM, cfg, info) as tracking:   # a shots table other than the cuts seen is refused
+        ending = ShotsAsTheyEnd("v", tracking, first_frame=150)
+        ending({k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}, [200])   # no faces, a cut at 200
+        with pytest.raises(RuntimeError, match=r"shots tracked during the scan \[150, 200, 390\] differ"):
+            ending.tracked(shots_table("v", [250], np.arange(240) / 24.0, first_frame=150))
 
 
 @needs_sitcom

@@ -286,7 +286,7 @@ class ShotsAsTheyEnd:
 
     PySceneDetect reports cuts in frame order, some a few frames late (its flash filter), never before one already
     reported: a shot is final once the cut ending it is reported. The shots and detections are those of the
-    detect stage's tables, shot for shot (`check_shots` asserts it)."""
+    detect stage's tables, shot for shot (`tracked` checks it)."""
 
     def __init__(self, video_id: str, tracking: ShotTracking, first_frame: int = 0):
         self.video_id, self.tracking = video_id, tracking
@@ -304,16 +304,16 @@ class ShotsAsTheyEnd:
             if cut > self.start:
                 self._submit(cut)
 
-    def finish(self, end_frame: int) -> None:
-        """After the scan: the last shot, up to `end_frame` (one past the last frame decoded)."""
-        if end_frame > self.start:
-            self._submit(end_frame)
-
-    def check_shots(self, shots: pa.Table) -> None:
-        """The shots submitted are exactly `shots` (the table the detect stage writes from the final cuts)."""
-        expected = [self.first_frame] + shots.column("end_frame").to_pylist() if shots.num_rows else [self.first_frame]
+    def tracked(self, shots: pa.Table) -> tuple[pa.Table, pa.Table, pa.Table]:
+        """After the scan, given its shots table: the last shot tracked too, the shots tracked checked against the
+        table (they must be exactly its shots), and every shot's tables (ShotTracking.finish)."""
+        end = shots.column("end_frame")[-1].as_py() if shots.num_rows else self.start
+        if end > self.start:
+            self._submit(end)
+        expected = [self.first_frame] + shots.column("end_frame").to_pylist()
         if self.bounds != expected:
             raise RuntimeError(f"shots tracked during the scan {self.bounds} differ from the scan's {expected}")
+        return self.tracking.finish()
 
     def _submit(self, end: int) -> None:
         n = next((i for i, (frame, _) in enumerate(self.waiting) if frame >= end), len(self.waiting))
@@ -506,7 +506,6 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
                 timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
                 timings["frames_scanned"] = int(len(scan.frame_times))
                 decode_error = scan.decode_error
-                n_scanned = len(scan.frame_times)
                 # The detector (an onnxruntime session with its own arena) and the decoded frames are garbage
                 # now: what the heaps kept of them goes back to the OS before stage 2 (issue 13, vcn.heap).
                 del scan
@@ -515,10 +514,8 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
                 t0 = time.perf_counter()
                 if during:
                     # What tracking still takes once the scan is done (the rest ran beside it).
-                    shots_ending.finish(n_scanned)
-                    shots_ending.check_shots(tables["shots"])
                     with bar.stage("track", total=None):
-                        tables["detections"], tables["tracks"], _ = tracking.finish()
+                        tables["detections"], tables["tracks"], _ = shots_ending.tracked(tables["shots"])
                 else:
                     shots = table("shots")
                     with bar.stage("track", total=shots.num_rows):
