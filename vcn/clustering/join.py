@@ -9,6 +9,7 @@ import numpy as np
 from vcn.chance import chance_closest
 from vcn.clustering.algorithm1 import cluster_pair_losses, pair_positions, track_loss_terms
 from vcn.clustering.baselines import mean_track_embeddings
+from vcn.matching import mutual_nearest_within_known_different
 
 
 def matched_pairs_nearest_first(matched: np.ndarray, track_ids: np.ndarray, embeddings: np.ndarray,
@@ -110,7 +111,7 @@ def join_nearest_clusters(labels: dict[int, int], spaces: list[tuple[np.ndarray,
     both distances at which the video shows two people, in every one of `spaces` (embeddings, track of each row).
 
     The coarse matching's mutual-nearest rule (vcn.matching.mutual_nearest_within_known_different with the chance
-    bound), lifted from tracks to clusters: a cluster is the mean of its unit track means; its nearest is taken
+    bound, called on the cluster means), lifted from tracks to clusters: a cluster is the mean of its unit track means; its nearest is taken
     among the clusters it shares no frame with; the bounds are the closest pair of clusters that share a frame and
     how close two clusters come by chance (vcn.chance, over the pairs that share none). No join without a pair
     sharing a frame. Repeated until nothing joins; labels below 0 and tracks without rows are left alone; clusters
@@ -135,8 +136,8 @@ def join_nearest_clusters(labels: dict[int, int], spaces: list[tuple[np.ndarray,
                                                   for x in members[a] for y in members[b])
         found = None
         for means in per_space:
-            pairs = _mutual_nearest_within_bounds([np.mean([means[t] for t in members[c]], axis=0) for c in clusters],
-                                                  shared)
+            pairs = _mutual_nearest_clusters([np.mean([means[t] for t in members[c]], axis=0) for c in clusters],
+                                             shared)
             found = pairs if found is None else found & pairs
         if not found:
             break
@@ -152,18 +153,11 @@ def join_nearest_clusters(labels: dict[int, int], spaces: list[tuple[np.ndarray,
     return {t: joined.get(t, old_to_new.get(c, c) if c >= 0 else c) for t, c in labels.items()}
 
 
-def _mutual_nearest_within_bounds(means: list[np.ndarray], shared: np.ndarray) -> set[tuple[int, int]]:
-    """(i, j), i < j, of the cluster means (rows) that are each other's nearest among those not `shared` with and
-    closer than both the closest `shared` pair and chance; empty where no pair is shared."""
-    m = np.stack(means)
-    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
-    dist = 1.0 - m @ m.T
-    if not shared.any():
-        return set()
-    upper = np.triu_indices(len(m), 1)
-    chance = chance_closest(dist[upper][~shared[upper]])
-    bound = float(dist[shared].min()) if np.isnan(chance) else min(float(dist[shared].min()), chance)
-    dist[shared] = np.inf
-    np.fill_diagonal(dist, np.inf)
-    nearest = dist.argmin(axis=1)
-    return {(i, int(n)) for i, n in enumerate(nearest.tolist()) if i < n and nearest[n] == i and dist[i, n] < bound}
+def _mutual_nearest_clusters(means: list[np.ndarray], shared: np.ndarray) -> set[tuple[int, int]]:
+    """(i, j), i < j, of the cluster means that the coarse matching's rule links: each other's nearest among those
+    not `shared` with and closer than both the closest `shared` pair and chance (one row per cluster, the
+    cluster's index as its track id)."""
+    i, j = np.nonzero(np.triu(shared, 1))
+    matched = mutual_nearest_within_known_different(np.stack(means), np.arange(len(means)),
+                                                    set(zip(i.tolist(), j.tolist())), below_chance=True).matched
+    return {(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(matched, 1)))}
