@@ -36,20 +36,13 @@ from clustering import stage1_tables  # noqa: E402
 from vcn.clustering import cooccurring_pairs, frames_of_tracks  # noqa: E402
 from vcn.clustering.groups import group_means  # noqa: E402
 from vcn.evaluate import label_tracks  # noqa: E402
+from vcn.faces.align import nose_offset  # noqa: E402
 from vcn.models import load_backbone  # noqa: E402
 from vcn.render import read_truth  # noqa: E402
 from vcn.ssl.train import run_in_batches  # noqa: E402
 from vcn.stage23 import decode_crops  # noqa: E402
 
 PROFILE = 0.5   # nose offset beyond which the nose lies outside the eyes' span
-
-
-def nose_offset(landmarks: np.ndarray) -> np.ndarray:
-    """[N, 10] five-point landmarks -> [N] |t - 0.5|, t the nose's position along the left-to-right eye vector."""
-    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
-    eyes = lm[:, 1] - lm[:, 0]
-    t = np.einsum("nd,nd->n", lm[:, 2] - lm[:, 0], eyes) / np.maximum(np.einsum("nd,nd->n", eyes, eyes), 1e-6)
-    return np.abs(t - 0.5)
 
 
 def gated_embeddings(crops, backbone):

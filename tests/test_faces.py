@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vcn.config import QualityGateConfig
-from vcn.faces.align import ARCFACE_TEMPLATE, align_face, similarity_transform, template
+from vcn.faces.align import ARCFACE_TEMPLATE, align_face, nose_offset, similarity_transform, template
 from vcn.faces.quality import blur_variance, passes_gate
 from vcn.models.retinaface import RetinaFaceDetector, nms, prior_boxes
 from vcn.models.types import Faces
@@ -251,3 +251,17 @@ def test_gate_thresholds_on_arrays():
     ok = passes_gate(np.array([23.9, 24, 100, 100]), np.array([100, 100, 14.9, 15]), cfg)
     assert ok.tolist() == [False, True, False, True]
     assert passes_gate(30, 30, cfg) is True
+
+
+def _face_points(nose_x: float, roll_deg: float = 0.0) -> list[float]:
+    """Eyes at x = 40 and 60 (y = 50), nose at (nose_x, 65), mouth below; the whole face turned by roll_deg."""
+    pts = np.array([[40, 50], [60, 50], [nose_x, 65], [42, 80], [58, 80]], float)
+    a = np.radians(roll_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return ((pts - 50) @ rot.T + 50).ravel().tolist()
+
+
+def test_nose_offset_is_zero_frontal_half_at_an_eye_and_ignores_roll():
+    offsets = nose_offset(np.array([_face_points(50), _face_points(60), _face_points(75), _face_points(50, 30),
+                                    _face_points(75, -40), _face_points(25)]))
+    np.testing.assert_allclose(offsets, [0.0, 0.5, 1.25, 0.0, 1.25, 1.25], atol=1e-9)

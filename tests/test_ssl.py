@@ -281,6 +281,37 @@ def test_cross_match_pairs_use_matched_tracks_and_fall_back_to_the_own_track():
     assert (tracks[b[tracks == 2]] == 2).all()
 
 
+
+def test_pose_pairs_take_the_crop_of_the_track_whose_pose_differs_most():
+    tracks = np.array([0, 0, 0, 0, 1, 2, 2])
+    pose = np.array([0.1, 0.9, 0.3, 0.1, 0.5, 0.2, 0.2])
+    a, b = pairs_across_matches(tracks, {}, np.random.default_rng(0), pose, pose_prob=1.0)
+    assert b.tolist() == [1, 0, 1, 1, 4, 6, 5]   # farthest pose; never itself; a one-crop track still pairs alone
+    # Matched tracks still pair across their matches.
+    a, b = pairs_across_matches(tracks, {0: [2]}, np.random.default_rng(0), pose, pose_prob=1.0)
+    assert (tracks[b[:4]] == 2).all()
+    # About half the within-track pairs at 0.5.
+    b = np.concatenate([pairs_across_matches(tracks, {}, np.random.default_rng(s), pose, 0.5)[1] for s in range(200)])
+    share = np.mean(b.reshape(200, 7)[:, 0] == 1)
+    assert 0.55 < share < 0.8                      # 0.5 chosen + a third of the uniform others
+
+
+def test_pose_pairs_off_draw_the_pairs_drawn_without_a_pose():
+    tracks = np.repeat(np.arange(20), 5)
+    pose = np.random.default_rng(1).random(100)
+    for seed in range(5):
+        plain = pairs_across_matches(tracks, {3: [4]}, np.random.default_rng(seed))
+        off = pairs_across_matches(tracks, {3: [4]}, np.random.default_rng(seed), pose, pose_prob=0.0)
+        assert all(np.array_equal(x, y) for x, y in zip(plain, off))
+
+
+def test_pose_pairs_out_of_range_or_without_poses_stop_before_training():
+    crops = torch.zeros(4, 3, 112, 112, dtype=torch.uint8)
+    with pytest.raises(VcnError, match=r"ssl.pose_pairs=1.5 must be between 0 and 1 .* try 0.5"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(pose_pairs=1.5), pose_of_crop=np.zeros(4))
+    with pytest.raises(VcnError, match=r"ssl.pose_pairs=0.5 needs each crop's pose .* given none for 4 crops"):
+        finetune(torch.nn.Identity(), crops, np.zeros(4, int), SSLConfig(pose_pairs=0.5))
+
 # ----- schedules ----------------------------------------------------------------------------------------------------
 
 def test_ema_schedule_is_a_cosine_from_start_to_end():

@@ -227,8 +227,8 @@ def _record_training_matches(monkeypatch) -> list[dict]:
 
     used: list[dict] = []
     original = train.pairs_across_matches
-    monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng: (used.append(dict(matches)),
-                                                                                   original(toc, matches, rng))[1])
+    monkeypatch.setattr(train, "pairs_across_matches", lambda toc, matches, rng, *pose: (
+        used.append(dict(matches)), original(toc, matches, rng, *pose))[1])
     return used
 
 
@@ -518,6 +518,25 @@ def test_cooccurring_negatives_train_on_the_tracks_that_share_a_frame():
     cfg.ssl.cooccurring_negatives = False
     assert finetune_video(table, ToyBackbone(), cfg, {(0, 1), (2, 3)}).trainer.apart is None
 
+
+
+def test_pose_pairs_read_each_good_crops_capped_pose_from_its_landmarks():
+    """ssl.pose_pairs: the trainer gets the pose of every crop that passed the gate, in the order it trains on
+    them (vcn.faces.align.nose_offset, capped at POSE_CAP); off, none."""
+    from vcn.stage23 import POSE_CAP, finetune_video
+
+    images, tracks = toy_identity_crops([0, 1], per_track=3)
+    table = crops_table(images, tracks, quality_ok=[True, False, True, True, True, True])
+    eyes_nose = [[40, 50, 60, 50, 50, 65], [40, 50, 60, 50, 60, 65], [40, 50, 60, 50, 75, 65]]
+    marks = [eyes_nose[i % 3] + [42, 80, 58, 80] for i in range(6)]
+    table = table.set_column(table.schema.get_field_index("landmarks"), "landmarks",
+                             pa.array(marks, table.schema.field("landmarks").type))
+    cfg = tiny_cfg()
+    cfg.ssl.pose_pairs = 0.5
+    ft = finetune_video(table, ToyBackbone(), cfg)
+    np.testing.assert_allclose(ft.trainer.pose_of_crop, [0.0, POSE_CAP, 0.0, 0.5, POSE_CAP], atol=1e-9)
+    cfg.ssl.pose_pairs = 0.0
+    assert finetune_video(table, ToyBackbone(), cfg).trainer.pose_of_crop is None
 
 @pytest.mark.parametrize("on", [False, True])
 def test_train_same_setup_trains_same_set_up_tracks_as_matched_in_every_round(on, monkeypatch):

@@ -194,6 +194,11 @@ class SSLConfig:
     # light", session 38).
     light_jitter: float = 0.0
     grey_prob: float = 0.0
+    # Beyond the paper (issue 11): the share of within-track pairs whose second crop is the one of the track whose
+    # pose differs most from the first's (the nose's offset from between the eyes, vcn.faces.align.nose_offset,
+    # capped at 1), instead of a random one (vcn.ssl.pairs): most splits left are one person's profile pieces kept
+    # from the frontal ones, and a track that turns its head holds both. 0 = off (the paper's uniform pairs).
+    pose_pairs: float = 0.0
     seed: int = 0
     # Beyond the paper (whose first round pairs crops of one track only): coarse matching also runs once before the
     # first round, on the base embeddings, so the warm-up and the first round already pair matched tracks. Finetuning

@@ -29,6 +29,7 @@ from vcn.clustering.join import (JOIN_NEAREST_SPACES, join_below_chance, join_ma
 from vcn.clustering.setups import same_setup_pairs
 from vcn.config import RunConfig
 from vcn.errors import VcnError
+from vcn.faces.align import nose_offset
 from vcn.heap import release_memory, trim_before_no_grad_passes
 from vcn.matching import MATCH_METHODS, find_matches
 from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
@@ -68,6 +69,8 @@ class _Prepared:
     torso: dict[int, np.ndarray] = field(default_factory=dict)  # track -> mean torso histogram (vcn.faces.clothes)
     # tracks at one spot of one camera set-up in two shots, most alike first (vcn.clustering.setups)
     same_setup: list[tuple[int, int]] = field(default_factory=list)
+    # per good crop, its pose: the nose's offset from between the eyes, capped at POSE_CAP (ssl.pose_pairs)
+    pose: np.ndarray | None = None
 
 
 def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict[str, float]) -> _Prepared:
@@ -99,7 +102,20 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     clusterable = np.array([reason[int(t)] == "clustered" for t in track_of_crop], dtype=bool)
     release_memory()  # SER-FIQ's dropout masks and copies are freed; finetuning comes next (issue 13, vcn.heap)
     return _Prepared(track_ids, crop_ids, track_of_crop, images, base, quality, reason, clusterable,
-                     _track_torsos(crops), _same_setup_pairs(crops, cfg))
+                     _track_torsos(crops), _same_setup_pairs(crops, cfg), _crop_poses(crops, good))
+
+
+# A nose one half eye-span outside the eyes' span is a clear profile; beyond it the eye points of a full profile or a
+# back of the head nearly coincide and the offset grows without meaning, so ssl.pose_pairs reads it capped here.
+POSE_CAP = 1.0
+
+
+def _crop_poses(crops: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """The pose of the crops at `rows`: vcn.faces.align.nose_offset of their landmarks, capped at POSE_CAP."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    landmarks = np.stack(crops.column("landmarks").take(pa.array(rows)).to_numpy(zero_copy_only=False))
+    return np.minimum(nose_offset(landmarks), POSE_CAP)
 
 
 def _same_setup_pairs(crops: pa.Table, cfg: RunConfig) -> list[tuple[int, int]]:
@@ -304,7 +320,8 @@ def finetune_video(crops: pa.Table, backbone: nn.Module, cfg: RunConfig,
     # that is left so).
     with trim_before_no_grad_passes(type(backbone)):
         trainer = finetune(backbone, prep.images, prep.track_of_crop, cfg.ssl, match_fn=match_fn, first_matches=first,
-                           after_warmup_matches=after_warmup, base_embeddings=prep.base, cannot_link=cannot_link)
+                           after_warmup_matches=after_warmup, base_embeddings=prep.base, cannot_link=cannot_link,
+                           pose_of_crop=prep.pose if cfg.ssl.pose_pairs > 0 else None)
         for log in trainer.logs:
             key = f"finetune_round{log.round + 1}_{log.kind}_s"
             timings[key] = timings.get(key, 0.0) + log.seconds

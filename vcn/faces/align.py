@@ -1,4 +1,5 @@
-"""Align a face to the 112x112 ArcFace template from its 5 landmarks (similarity transform, least squares)."""
+"""Align a face to the 112x112 ArcFace template from its 5 landmarks (similarity transform, least squares), and
+read its pose from them."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def align_face(frame: np.ndarray, landmarks5: np.ndarray, size: int = 112) -> np
     matrix = similarity_transform(landmarks5, template(size))
     return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0)
+
+
+def nose_offset(landmarks: np.ndarray) -> np.ndarray:
+    """[N, 10] five-point landmarks -> [N] |t - 0.5|, t the nose's position along the left-to-right eye vector:
+    0 with the nose between the eyes (frontal), 0.5 at either eye, above 0.5 outside their span (a profile).
+    Full profiles and backs of heads, whose eye points nearly coincide, give large values."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+    eyes = lm[:, 1] - lm[:, 0]
+    t = np.einsum("nd,nd->n", lm[:, 2] - lm[:, 0], eyes) / np.maximum(np.einsum("nd,nd->n", eyes, eyes), 1e-6)
+    return np.abs(t - 0.5)

@@ -13,12 +13,16 @@ def pairs_within_tracks(track_of_crop: np.ndarray, rng: np.random.Generator) -> 
     return pairs_across_matches(track_of_crop, {}, rng)
 
 
-def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]],
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]], rng: np.random.Generator,
+                         pose: np.ndarray | None = None, pose_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """For every crop of track k, pick one of k's matched tracks at random, then a random crop of that track.
 
     A track with no match (absent from `matches` or with an empty list) pairs within itself, preferring a
-    different crop of the track when it has one (METHOD.md, "Pair sampling for the next round").
+    different crop of the track when it has one (METHOD.md, "Pair sampling for the next round"). With `pose`
+    (a number per crop, vcn.faces.align.pose_offset) and `pose_prob` > 0 (ssl.pose_pairs), such a crop instead
+    takes, with that probability, the crop of its track whose pose differs most from its own: the pairs that
+    teach one person's profile and frontal looks as one. At 0 no extra number is drawn, so the pairs are
+    those drawn without it.
     """
     track_of_crop = np.asarray(track_of_crop)
     n = len(track_of_crop)
@@ -35,6 +39,10 @@ def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]
         own = members[k]
         if len(own) == 1:
             b[i] = i
+        elif pose_prob > 0 and rng.random() < pose_prob:
+            apart = np.abs(pose[own] - pose[i])
+            apart[own == i] = -1.0
+            b[i] = own[np.argmax(apart)]
         else:
             # Uniform over the track's other crops.
             pick = own[rng.integers(len(own) - 1)]

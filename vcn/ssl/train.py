@@ -124,6 +124,16 @@ def _check_augment(cfg: SSLConfig, crop_side: int) -> None:
                        f"{crop_side} px; try 24")
 
 
+def _check_pose_pairs(cfg: SSLConfig, pose_of_crop: np.ndarray | None, n_crops: int) -> None:
+    """ssl.pose_pairs in [0, 1], and a pose for every crop where it is on."""
+    if not 0.0 <= cfg.pose_pairs <= 1.0:
+        raise VcnError(f"ssl.pose_pairs={cfg.pose_pairs} must be between 0 and 1 (0 = off, the default); try 0.5")
+    if cfg.pose_pairs > 0 and (pose_of_crop is None or len(pose_of_crop) != n_crops):
+        raise VcnError(f"ssl.pose_pairs={cfg.pose_pairs} needs each crop's pose (its landmarks); this finetune was "
+                       f"given {'none' if pose_of_crop is None else len(pose_of_crop)} for {n_crops} crops: set "
+                       f"ssl.pose_pairs=0 or pass pose_of_crop")
+
+
 def as_float_batch(crops_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 BGR [B, 3, H, W] -> float32 0..255 on `device` (the backbone normalises itself)."""
     return crops_uint8.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -181,6 +191,8 @@ class SelfDistillation:
     # frame (two people). None when the option is off or no two tracks share a frame.
     track_row: np.ndarray | None = None
     apart: torch.Tensor | None = None
+    # ssl.pose_pairs: each crop's pose (vcn.faces.align.nose_offset, capped), which within-track pairs read.
+    pose_of_crop: np.ndarray | None = None
 
     @classmethod
     def create(cls, backbone: nn.Module, n_crops: int, cfg: SSLConfig) -> "SelfDistillation":
@@ -247,7 +259,7 @@ class SelfDistillation:
         self.student.train()
         losses = []
         for _ in range(phase.epochs):
-            a, b = pairs_across_matches(track_of_crop, matches, rng)
+            a, b = pairs_across_matches(track_of_crop, matches, rng, self.pose_of_crop, cfg.pose_pairs)
             a, b = subsample_pairs(a, b, pairs_per_epoch(len(track_of_crop), cfg), rng)
             # Pad by wrapping so every rank runs the same number of equally sized steps (DDP needs lockstep).
             need = self.steps_per_epoch * cfg.batch_size * world
@@ -491,7 +503,8 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
              first_matches: Matches | None = None,
              after_warmup_matches: Matches | None = None,
              base_embeddings: torch.Tensor | None = None,
-             cannot_link: set[tuple[int, int]] | None = None) -> SelfDistillation:
+             cannot_link: set[tuple[int, int]] | None = None,
+             pose_of_crop: np.ndarray | None = None) -> SelfDistillation:
     """Finetune a copy of `backbone` on one video's crops (uint8 BGR [N, 3, 112, 112]; track id per crop).
 
     Round 1 draws pairs within tracks (across `first_matches` too, when given: ssl.match_base_first; where
@@ -500,13 +513,15 @@ def finetune(backbone: nn.Module, crops_uint8: torch.Tensor, track_of_crop: np.n
     matches and the next round draws pairs across them.
     `base_embeddings`: `backbone`'s un-augmented embeddings of the crops where the caller has them (the warm-up
     reads them on ssl.warmup_on_base instead of running the backbone). `cannot_link`: pairs of track ids seen in one
-    frame, the known-different pairs that ssl.cooccurring_negatives trains on. Deterministic for a given cfg.seed
-    (and rank).
+    frame, the known-different pairs that ssl.cooccurring_negatives trains on. `pose_of_crop`: each crop's pose,
+    which ssl.pose_pairs needs. Deterministic for a given cfg.seed (and rank).
     """
     rank, _ = _distributed()
     track_of_crop = np.asarray(track_of_crop)
     _check_augment(cfg, crops_uint8.shape[-2])
+    _check_pose_pairs(cfg, pose_of_crop, len(crops_uint8))
     trainer = SelfDistillation.create(backbone, len(crops_uint8), cfg)
+    trainer.pose_of_crop = None if pose_of_crop is None else np.asarray(pose_of_crop, np.float64)
     trainer.video_crops = crops_uint8
     trainer.base_embeddings = base_embeddings
     if cfg.cooccurring_negatives and cannot_link:
