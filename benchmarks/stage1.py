@@ -69,8 +69,8 @@ def detector_only_fps(video: Path, info, end: int, cfg: RunConfig, detector) -> 
 
 def stage1(video: Path, info, end: int, cfg: RunConfig, detector) -> dict:
     """Scan, then track every shot, or (track.during_scan) track each shot during the scan, as `vcn run` would."""
-    from vcn.pipeline import (ShotsAsTheyEnd, ShotTracking, assign_shots, scan_video, shots_table, track_shots,
-                              tracks_during_scan)
+    from vcn.pipeline import ShotsAsTheyEnd, scan_video, shots_table
+    from vcn.tracking.shots import ShotTracking, assign_shots, track_shots, tracks_during_scan
 
     t0 = time.perf_counter()
     if tracks_during_scan(cfg, detector):

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vcn.config import RunConfig  # noqa: E402
-from vcn.pipeline import package_versions, track_shots  # noqa: E402
+from vcn.pipeline import package_versions  # noqa: E402
+from vcn.tracking.shots import track_shots  # noqa: E402
 from vcn.video.decode import probe_video  # noqa: E402
 
 

@@ -20,7 +20,8 @@ import pytest
 from vcn.config import RunConfig
 from vcn.errors import VcnError
 from vcn.faces.align import align_face
-from vcn.pipeline import ShotsAsTheyEnd, ShotTracking, assign_shots, scan_video, shots_table, track_shots
+from vcn.pipeline import ShotsAsTheyEnd, scan_video, shots_table
+from vcn.tracking.shots import ShotTracking, assign_shots, track_shots
 from vcn.video.decode import _to_display, iter_frames, probe_video
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "real"
@@ -229,7 +230,7 @@ def test_track_workers_benchmark_times_each_setting_and_compares_the_tables(sitc
 
 
 def test_track_workers_default_follows_the_cores_this_process_may_use(monkeypatch):
-    from vcn.pipeline import shot_workers
+    from vcn.tracking.shots import shot_workers
 
     assert shot_workers(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")          # as Ray sets it for a task of 2 CPUs

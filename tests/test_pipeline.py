@@ -184,7 +184,7 @@ def test_shots_are_tracked_during_the_scan_where_detection_runs_on_a_gpu():
 
     from vcn.errors import VcnError
     from vcn.models.retinaface import RetinaFaceDetector
-    from vcn.pipeline import tracks_during_scan
+    from vcn.tracking.shots import tracks_during_scan
 
     cfg = RunConfig()
     assert cfg.track.during_scan == "auto"

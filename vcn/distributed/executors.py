@@ -236,7 +236,7 @@ def _run_wave(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: lis
 
     from vcn.distributed.scan import merge_scan, scan_peaks, scan_tables, scan_units, split_into_units
     from vcn.distributed.track import tracking_actors
-    from vcn.pipeline import shot_detections
+    from vcn.tracking.shots import shot_detections
 
     retries = cfg.distributed.max_retries
     started = {p.video.video_id: time.perf_counter() for p in plans}

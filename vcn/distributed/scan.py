@@ -26,7 +26,8 @@ import pyarrow as pa
 from vcn.catalogue import VideoInput, error_text, local_video
 from vcn.config import RunConfig, ShotConfig
 from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
-from vcn.pipeline import ScanResult, assign_shots, shots_table
+from vcn.pipeline import ScanResult, shots_table
+from vcn.tracking.shots import assign_shots
 from vcn.tables import empty_table, make_table
 
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 from vcn.catalogue import VideoInput, local_video
 from vcn.config import RunConfig
 from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
-from vcn.pipeline import concat_parts, shift_track_ids, track_shot
+from vcn.tables import concat_parts
+from vcn.tracking.shots import shift_track_ids, track_shot
 
 TrackParts = tuple[pa.Table, pa.Table, pa.Table]  # detections, tracks, crops of one shot
 
