@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 
 from tests.benchmark_scripts import load_benchmark
+from tests.test_faces import face_points as landmarks
 
 
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("poses")
-
-
-def landmarks(nose_x: float, roll_deg: float = 0.0) -> list[float]:
-    """Eyes at x = 40 and 60 (y = 50), nose at (nose_x, 65), mouth below; the whole face turned by roll_deg."""
-    pts = np.array([[40, 50], [60, 50], [nose_x, 65], [42, 80], [58, 80]], float)
-    a = np.radians(roll_deg)
-    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    return ((pts - 50) @ rot.T + 50).ravel().tolist()
 
 
 def test_profile_line_lies_between_an_eye_and_beyond(bench):

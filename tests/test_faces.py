@@ -253,7 +253,7 @@ def test_gate_thresholds_on_arrays():
     assert passes_gate(30, 30, cfg) is True
 
 
-def _face_points(nose_x: float, roll_deg: float = 0.0) -> list[float]:
+def face_points(nose_x: float, roll_deg: float = 0.0) -> list[float]:
     """Eyes at x = 40 and 60 (y = 50), nose at (nose_x, 65), mouth below; the whole face turned by roll_deg."""
     pts = np.array([[40, 50], [60, 50], [nose_x, 65], [42, 80], [58, 80]], float)
     a = np.radians(roll_deg)
@@ -262,6 +262,6 @@ def _face_points(nose_x: float, roll_deg: float = 0.0) -> list[float]:
 
 
 def test_nose_offset_is_zero_frontal_half_at_an_eye_and_ignores_roll():
-    offsets = nose_offset(np.array([_face_points(50), _face_points(60), _face_points(75), _face_points(50, 30),
-                                    _face_points(75, -40), _face_points(25)]))
+    offsets = nose_offset(np.array([face_points(50), face_points(60), face_points(75), face_points(50, 30),
+                                    face_points(75, -40), face_points(25)]))
     np.testing.assert_allclose(offsets, [0.0, 0.5, 1.25, 0.0, 1.25, 1.25], atol=1e-9)

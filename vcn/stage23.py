@@ -37,7 +37,7 @@ from vcn.ssl.head import make_head
 from vcn.ssl.loss import algorithm1_terms
 from vcn.ssl.pairs import with_pairs
 from vcn.ssl.train import SelfDistillation, finetune, resolve_device
-from vcn.tables import empty_table, make_table
+from vcn.tables import concat_parts, empty_table, make_table
 
 
 def decode_crops(images: list[bytes], size: int = 112) -> torch.Tensor:
@@ -229,7 +229,7 @@ def _embeddings_table(video_id: str, prep: _Prepared, named: list[tuple[str, tor
             "video_id": [video_id] * n, "crop_id": prep.crop_ids, "track_id": prep.track_of_crop,
             "model": [model] * n, "embedding": list(emb.numpy().astype(np.float32)),
         }))
-    return pa.concat_tables(parts) if parts else empty_table("embeddings")
+    return concat_parts("embeddings", parts)
 
 
 @dataclass

@@ -210,6 +210,7 @@ def empty_table(name: str) -> pa.Table:
 
 
 def concat_parts(name: str, parts: list[pa.Table]) -> pa.Table:
-    """Per-shot (or per-range) tables of schema `name` as one; the empty table of that schema when all are empty."""
+    """Tables of schema `name` (per shot, per frame range, per model) as one; the empty table of that schema when
+    all are empty."""
     parts = [p for p in parts if p.num_rows]
     return pa.concat_tables(parts) if parts else empty_table(name)
