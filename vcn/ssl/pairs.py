@@ -19,7 +19,7 @@ def pairs_across_matches(track_of_crop: np.ndarray, matches: dict[int, list[int]
 
     A track with no match (absent from `matches` or with an empty list) pairs within itself, preferring a
     different crop of the track when it has one (METHOD.md, "Pair sampling for the next round"). With `pose`
-    (a number per crop, vcn.faces.align.pose_offset) and `pose_prob` > 0 (ssl.pose_pairs), such a crop instead
+    (a number per crop, vcn.faces.align.nose_offset) and `pose_prob` > 0 (ssl.pose_pairs), such a crop instead
     takes, with that probability, the crop of its track whose pose differs most from its own: the pairs that
     teach one person's profile and frontal looks as one. At 0 no extra number is drawn, so the pairs are
     those drawn without it.
