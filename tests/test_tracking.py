@@ -9,7 +9,7 @@ import pytest
 
 from vcn.config import ShotConfig, TrackConfig
 from vcn.errors import VcnError
-from vcn.tracking.botsort import track_shot, track_shots
+from vcn.tracking.botsort import link_shots, track_shot
 from vcn.tracking.sample import sample_crops
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -65,7 +65,7 @@ def test_no_track_crosses_a_cut_and_ids_are_unique_per_video():
     frames, boxes, scores = two_walking_faces(n_frames=30)
     # The same boxes continue after a cut at frame 15: same place, but a new shot.
     shot_ids = (frames >= 15).astype(np.int32)
-    ids = track_shots(shot_ids, frames, boxes, scores, TrackConfig(), fps=30, first_track_id=100)
+    ids = link_shots(shot_ids, frames, boxes, scores, TrackConfig(), fps=30, first_track_id=100)
     assert set(ids[shot_ids == 0].tolist()) == {100, 101}
     assert set(ids[shot_ids == 1].tolist()) == {102, 103}
 
@@ -102,7 +102,7 @@ def test_hamilton_tracks_per_shot():
     shots = shot_detector.shots(info.times, info.end_times)
     starts = np.array([s.start_frame for s in shots])
     shot_of = np.searchsorted(starts, frames, side="right") - 1
-    ids = track_shots(shot_of, frames, boxes, scores, TrackConfig(), fps=info.fps)
+    ids = link_shots(shot_of, frames, boxes, scores, TrackConfig(), fps=info.fps)
 
     tracks = {int(t): (set(shot_of[ids == t].tolist()), int((ids == t).sum())) for t in np.unique(ids[ids >= 0])}
     assert all(len(shots_of_track) == 1 for shots_of_track, _ in tracks.values())  # never across a cut

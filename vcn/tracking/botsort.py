@@ -98,9 +98,10 @@ def _renumber(raw: np.ndarray, order: np.ndarray, min_len: int, first_id: int) -
     return ids
 
 
-def track_shots(shot_ids: np.ndarray, frames: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                cfg: TrackConfig | None = None, fps: float = 30.0, first_track_id: int = 0) -> np.ndarray:
-    """track_shot over every shot of a video (fresh tracker each), ids unique across the video."""
+def link_shots(shot_ids: np.ndarray, frames: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+               cfg: TrackConfig | None = None, fps: float = 30.0, first_track_id: int = 0) -> np.ndarray:
+    """track_shot over every shot of a video's detection arrays (fresh tracker each), ids unique across the video.
+    (Runs use vcn.tracking.shots, which also crops; this array form is for checking the linking alone.)"""
     shot_ids = np.asarray(shot_ids)
     frames = np.asarray(frames, np.int64)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
