@@ -1,8 +1,8 @@
 """One video end to end on one machine, no Ray: scan (shots + detection), track and sample per shot, cluster.
 
 The stage functions here are the units the distributed layer moves: `scan_video` over frame ranges,
-`track_shot` per shot (vcn.tracking.shots), `cluster_crops` per
-video. Each returns Arrow tables of the schemas in vcn.tables.
+`track_shot` per shot (vcn.tracking.shots), `cluster_crops` per video. Each returns Arrow tables of the schemas in
+vcn.tables.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from vcn.tables import SCHEMAS, empty_table, make_table
 from vcn.tracking.shots import ShotTracking, assign_shots, track_shots, tracks_during_scan
 
 STAGES = ("detect", "track", "cluster")
+# What the scan gathers per frame with faces, one array each, and `_detections_table` builds the table from.
+SCAN_COLUMNS = ("frame", "t_s", "box", "score", "landmarks")
 # The tables each stage writes; a stage's tables stand on those of the stages before it.
 STAGE_TABLES = {"detect": ("shots", "detections"), "track": ("tracks", "crops"), "cluster": ("embeddings", "clusters")}
 
@@ -63,7 +65,7 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
     # "decode": time spent waiting for decoded frames (with the decode thread, what decoding did not hide);
     # "shots": likewise, what shot detection did not hide behind the face detector.
     seconds = {"decode": 0.0, "shots": 0.0, "detect": 0.0}
-    columns: dict[str, list] = {k: [] for k in ("frame", "t_s", "box", "score", "landmarks")}
+    columns: dict[str, list] = {k: [] for k in SCAN_COLUMNS}
     times: list[np.ndarray] = []
     decode_error = None
     # A decode thread keeps up to decode.prefetch_batches batches ready while the detector works.
@@ -203,8 +205,7 @@ class ShotsAsTheyEnd:
     def _submit(self, end: int) -> None:
         n = next((i for i, (frame, _) in enumerate(self.waiting) if frame >= end), len(self.waiting))
         mine, self.waiting = self.waiting[:n], self.waiting[n:]
-        columns = {name: [arrays[name] for _, arrays in mine] for name in ("frame", "t_s", "box", "score",
-                                                                               "landmarks")}
+        columns = {name: [arrays[name] for _, arrays in mine] for name in SCAN_COLUMNS}
         detections = _detections_table(self.video_id, columns, self.next_det_id, self.shot_id)
         self.next_det_id += detections.num_rows
         self.tracking.submit({"video_id": self.video_id, "shot_id": self.shot_id}, detections)

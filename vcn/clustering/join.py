@@ -111,9 +111,10 @@ def join_nearest_clusters(labels: dict[int, int], spaces: list[tuple[np.ndarray,
     both distances at which the video shows two people, in every one of `spaces` (embeddings, track of each row).
 
     The coarse matching's mutual-nearest rule (vcn.matching.mutual_nearest_within_known_different with the chance
-    bound, called on the cluster means), lifted from tracks to clusters: a cluster is the mean of its unit track means; its nearest is taken
-    among the clusters it shares no frame with; the bounds are the closest pair of clusters that share a frame and
-    how close two clusters come by chance (vcn.chance, over the pairs that share none). No join without a pair
+    bound, called on the cluster means), lifted from tracks to clusters: a cluster is the mean of its unit track
+    means; its nearest is taken among the clusters it shares no frame with; the bounds are the closest pair of
+    clusters that share a frame and how close two clusters come by chance (vcn.chance, over the pairs that share
+    none). No join without a pair
     sharing a frame. Repeated until nothing joins; labels below 0 and tracks without rows are left alone; clusters
     renumbered 0, 1, ... by smallest track id (cluster.join_nearest_clusters)."""
     apart = cannot_link or set()
