@@ -56,8 +56,11 @@ def decode_fps_decord(video: Path, info, end: int) -> float:
 
 
 def detector_only_fps(video: Path, info, end: int, cfg: RunConfig, detector) -> float:
+    from vcn.models import detects_on_gpu
+    from vcn.pipeline import with_scan_batches
     from vcn.video.decode import iter_frames
 
+    cfg = with_scan_batches(cfg, detects_on_gpu(cfg.detect, detector))   # the batches scan_video runs
     spent = 0.0
     for batch in iter_frames(video, cfg.decode.batch_frames, end_frame=end, info=info):
         for i in range(0, len(batch), cfg.detect.batch_size):

@@ -200,3 +200,48 @@ def test_shots_are_tracked_during_the_scan_where_detection_runs_on_a_gpu():
     cfg.track.during_scan = "yes"
     with pytest.raises(VcnError, match=r"track.during_scan='yes': choose auto .*, always or never"):
         tracks_during_scan(cfg)
+
+
+class _RecordingDetector:
+    """The real detector, with the number of frames of every call it gets written down."""
+
+    def __init__(self, inner):
+        self.inner, self.sizes = inner, []
+        self.backend = inner.backend
+
+    def detect(self, frames):
+        self.sizes.append(len(frames))
+        return self.inner.detect(frames)
+
+
+def test_detector_batches_follow_where_detection_runs_and_are_never_capped_by_decoding(tmp_path):
+    from vcn.errors import VcnError
+    from vcn.models.retinaface import RetinaFaceDetector
+    from vcn.pipeline import scan_video, with_scan_batches
+
+    cfg = RunConfig()
+    assert cfg.detect.batch_size == 0   # auto
+    cpu, gpu = with_scan_batches(cfg, on_gpu=False), with_scan_batches(cfg, on_gpu=True)
+    assert (cpu.detect.batch_size, cpu.decode.batch_frames) == (8, 16)
+    assert (gpu.detect.batch_size, gpu.decode.batch_frames) == (32, 32)
+    assert (cfg.detect.batch_size, cfg.decode.batch_frames) == (0, 16)   # the caller's config is left as it was
+    cfg.detect.batch_size = 12
+    assert (with_scan_batches(cfg, True).detect.batch_size, with_scan_batches(cfg, True).decode.batch_frames) == (12, 16)
+
+    # A detector batch larger than the decode batch: decoding follows, so the detector gets the frames asked for.
+    cfg.detect.batch_size, cfg.decode.batch_frames = 24, 4
+    path = videos.write_video(tmp_path / "v.mp4", n_frames=50)
+    detector = _RecordingDetector(RetinaFaceDetector(device="cpu"))
+    scan = scan_video(path, cfg, detector=detector, video_id="v")
+    assert detector.sizes == [24, 24, 2] and len(scan.frame_times) == 50
+    detector.sizes.clear()
+    cfg.detect.batch_size = 0
+    scan_video(path, cfg, detector=detector, video_id="v")
+    assert detector.sizes == [8] * 6 + [2]        # auto on a CPU: 8, the decode batch of 4 raised to it
+
+    cfg.detect.batch_size = -1
+    with pytest.raises(VcnError, match=r"detect.batch_size=-1: use 0 \(auto"):
+        with_scan_batches(cfg, False)
+    cfg.detect.batch_size, cfg.decode.batch_frames = 0, 0
+    with pytest.raises(VcnError, match=r"decode.batch_frames=0: use a positive number"):
+        with_scan_batches(cfg, False)

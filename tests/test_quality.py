@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcn.quality import embed_with_serfiq, embedding_layer, mad_low_outliers, serfiq_score, track_quality
+from vcn.errors import VcnError
+from vcn.quality import (embed_with_serfiq, embedding_layer, mad_low_outliers, serfiq_batch, serfiq_score,
+                         track_quality)
 
 
 class TwoLayer(nn.Module):
@@ -92,3 +94,11 @@ def test_mad_flags_nothing_without_spread_or_data():
     assert not mad_low_outliers(np.array([0.5, 0.5, 0.5, 0.1])).any()   # MAD = 0: spread unknown
     assert not mad_low_outliers(np.array([0.9, 0.1])).any()             # two values never flag each other
     assert mad_low_outliers(np.array([])).shape == (0,)
+
+
+def test_serfiq_batch_is_small_on_a_cpu_and_large_on_a_gpu():
+    # 0 = auto: 4 crops a call on a CPU (as always), 64 on a GPU; a number given is kept on either.
+    assert serfiq_batch(0, "cpu") == 4 and serfiq_batch(0, torch.device("cuda")) == 64
+    assert serfiq_batch(7, "cpu") == 7 and serfiq_batch(7, "cuda:1") == 7
+    with pytest.raises(VcnError, match=r"serfiq.batch_size=-1: use 0 \(auto"):
+        serfiq_batch(-1, "cpu")

@@ -36,7 +36,10 @@ class DetectConfig:
     model: str = "retinaface"
     score_threshold: float = 0.8
     nms_threshold: float = 0.4
-    batch_size: int = 8
+    # Frames per detector call; 0 = auto: 8 where onnxruntime runs it on a CPU, 32 on a GPU (vcn.pipeline
+    # AUTO_DETECT_BATCH: the H200's detector ran 1.6x faster at 32 than at 8 at 720p, 1.26x at 1080p). A decode
+    # batch is raised to at least this, since a detector call never spans two.
+    batch_size: int = 0
     # Frames are downscaled so their longer side is at most this before detection (0 = never).
     max_side: int = 960
     # auto: onnxruntime, or torch on CUDA when torch has a GPU and onnxruntime has no CUDA provider (the wheel
@@ -353,8 +356,10 @@ class SerfiqConfig:
     exclude_outliers: bool = False
     seed: int = 0
     # Crops per backbone call; each carries `passes` dropout copies of its embedding-layer input (SFace: 50,176
-    # floats, so 4 crops x 100 passes is ~80 MB).
-    batch_size: int = 4
+    # floats, so 4 crops x 100 passes is ~80 MB). 0 = auto (vcn.quality.serfiq_batch): 4 on a CPU; 64 on a GPU,
+    # for which 4 crops a call would be hundreds of small calls per video (64 x 16 passes is ~200 MB; not yet
+    # timed on one).
+    batch_size: int = 0
 
 
 @dataclass
@@ -483,7 +488,7 @@ class DistributedConfig:
     # 1,156 MiB (720p) / 1,321 (1080p), stage 2 at 2,126 (a Ray Train worker's finetune, below).
     video_task_memory_mib: int = 3072
     # A Ray Data decode task (one work unit: decode batches, shot scores, Ray Data's output buffer): 676 MiB
-    # at 720p, 838 at 1080p.
+    # at 720p, 838 at 1080p, with 16-frame batches (GPU detection raises them to 32: ~100 MB more per 1080p batch).
     decode_memory_mib: int = 1280
     # A detection actor (RetinaFace loaded once, decode batches in detect.batch_size pieces): 1,302 MiB at
     # 720p, 1,427 at 1080p.

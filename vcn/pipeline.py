@@ -48,6 +48,29 @@ class ScanResult:
     decode_error: str | None = None  # set when the file stopped decoding part-way: the result covers what decoded
 
 
+# detect.batch_size = 0 (auto): frames per detector call, on a CPU and on a GPU. On the H200 the torch detector on its
+# own ran 543 frames/s in batches of 8 and 863 in batches of 32 at 720p, 407 and 512 at 1080p (docs/measurements.md
+# "On a GPU", session 36); onnxruntime on a CPU keeps the 8 it has always run.
+AUTO_DETECT_BATCH = {False: 8, True: 32}
+
+
+def with_scan_batches(cfg: RunConfig, on_gpu: bool) -> RunConfig:
+    """A copy of `cfg` with detect.batch_size made concrete (0 = AUTO_DETECT_BATCH for where detection runs) and
+    decode.batch_frames at least that: a detector call never spans two decode batches, so a smaller decode batch
+    would cap the detector's."""
+    size, frames = cfg.detect.batch_size, cfg.decode.batch_frames
+    if size < 0:
+        raise VcnError(f"detect.batch_size={size}: use 0 (auto: {AUTO_DETECT_BATCH[False]} frames on a CPU, "
+                       f"{AUTO_DETECT_BATCH[True]} on a GPU) or a positive number of frames per detector call")
+    if frames < 1:
+        raise VcnError(f"decode.batch_frames={frames}: use a positive number of frames per decode batch (16 is the "
+                       f"default)")
+    out = RunConfig.from_dict(cfg.to_dict())
+    out.detect.batch_size = size or AUTO_DETECT_BATCH[on_gpu]
+    out.decode.batch_frames = max(frames, out.detect.batch_size)
+    return out
+
+
 def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = "",
                start_frame: int = 0, end_frame: int | None = None, progress: Progress | None = None,
                info=None, on_batch: Callable[[dict[str, list], list[int]], None] | None = None) -> ScanResult:
@@ -56,11 +79,12 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
     `on_batch(found, cuts)`, when given, is called after each batch with that batch's detections (lists of
     per-frame arrays, as the detections table's columns are built from) and the cuts found so far, up to the
     batch's last frame (ShotsAsTheyEnd tracks each shot from them while the scan goes on)."""
-    from vcn.models import load_detector
+    from vcn.models import detects_on_gpu, load_detector
     from vcn.video.decode import DecodeError, iter_frames, prefetch
     from vcn.video.shots import ShotDetector
 
     detector = detector or load_detector(cfg.detect.model, cfg.detect)
+    cfg = with_scan_batches(cfg, detects_on_gpu(cfg.detect, detector))
     shots = ShotDetector(cfg.shots)
     # "decode": time spent waiting for decoded frames (with the decode thread, what decoding did not hide);
     # "shots": likewise, what shot detection did not hide behind the face detector.

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vcn.errors import VcnError
+
 
 def serfiq_score(stochastic: torch.Tensor) -> torch.Tensor:
     """[B, m, d] stochastic embeddings -> [B] quality = 2 * sigmoid(-mean pairwise distance of the L2-normalised
@@ -37,6 +39,18 @@ def _mask_generator(generator: torch.Generator | None, device: torch.device) -> 
     on_device = torch.Generator(device=device)
     on_device.manual_seed(int(torch.randint(2 ** 62, (1,), generator=generator)))
     return on_device
+
+
+# serfiq.batch_size = 0 (auto): crops per backbone call on a CPU and on a GPU.
+AUTO_SERFIQ_BATCH = {False: 4, True: 64}
+
+
+def serfiq_batch(setting: int, device: torch.device | str) -> int:
+    """serfiq.batch_size made concrete for `device` (0 = AUTO_SERFIQ_BATCH)."""
+    if setting < 0:
+        raise VcnError(f"serfiq.batch_size={setting}: use 0 (auto: {AUTO_SERFIQ_BATCH[False]} crops a call on a "
+                       f"CPU, {AUTO_SERFIQ_BATCH[True]} on a GPU) or a positive number of crops")
+    return setting or AUTO_SERFIQ_BATCH[torch.device(device).type == "cuda"]
 
 
 @torch.no_grad()

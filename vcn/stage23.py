@@ -32,7 +32,7 @@ from vcn.errors import VcnError
 from vcn.faces.align import nose_offset
 from vcn.heap import release_memory, trim_before_no_grad_passes
 from vcn.matching import MATCH_METHODS, find_matches
-from vcn.quality import embed_with_serfiq, mad_low_outliers, track_quality
+from vcn.quality import embed_with_serfiq, mad_low_outliers, serfiq_batch, track_quality
 from vcn.ssl.head import make_head
 from vcn.ssl.loss import algorithm1_terms
 from vcn.ssl.pairs import with_pairs
@@ -90,7 +90,7 @@ def _prepare(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, timings: dict
     # One pass gives the base embeddings and SER-FIQ quality (dropout at the embedding layer).
     gen = torch.Generator().manual_seed(cfg.serfiq.seed)
     base, crop_q = embed_with_serfiq(backbone, images, cfg.serfiq.passes, cfg.serfiq.dropout, gen,
-                                     cfg.serfiq.batch_size, device)
+                                     serfiq_batch(cfg.serfiq.batch_size, device), device)
     t2 = time.perf_counter()
     timings["embed_base_and_serfiq_s"] = t2 - t1
     quality = track_quality(crop_q, track_of_crop)

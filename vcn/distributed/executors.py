@@ -221,6 +221,11 @@ def _clear_node_caches(videos: list[VideoInput]) -> None:
 def ray_units_executor(plans: list[Plan], store: OutputStore, cfg: RunConfig, stages: list[str],
                        on_result: OnResult) -> None:
     """Work-unit parallelism (a long movie spreads over the cluster); resumed videos go per video."""
+    from vcn.pipeline import with_scan_batches
+
+    # Decode tasks, work units and detection actors must agree on the batches: settle detect.batch_size's auto
+    # once, by whether the detection actors get GPUs.
+    cfg = with_scan_batches(cfg, cfg.distributed.detect_gpus > 0)
     resume = [p for p in plans if p.action == "resume"]
     fresh = [p for p in plans if p.action != "resume"]
     if resume:

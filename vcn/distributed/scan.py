@@ -26,7 +26,7 @@ import pyarrow as pa
 from vcn.catalogue import VideoInput, error_text, local_video
 from vcn.config import RunConfig, ShotConfig
 from vcn.distributed import PeakMemory, fit_torch_threads, memory_bytes
-from vcn.pipeline import ScanResult, shots_table
+from vcn.pipeline import ScanResult, shots_table, with_scan_batches
 from vcn.tracking.shots import assign_shots
 from vcn.tables import empty_table, make_table
 
@@ -106,12 +106,14 @@ class DetectFaces:
     """
 
     def __init__(self, cfg: dict[str, Any]):
-        from vcn.models import load_detector
+        from vcn.models import detects_on_gpu, load_detector
 
         fit_torch_threads()
         with PeakMemory() as peak:
             self.cfg = RunConfig.from_dict(cfg)
             self.detector = load_detector(self.cfg.detect.model, self.cfg.detect)
+        # Where the driver left detect.batch_size on auto, the detector's own device decides (as in scan_video).
+        self.cfg = with_scan_batches(self.cfg, detects_on_gpu(self.cfg.detect, self.detector))
         self.load_peak_mib = peak.mib
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

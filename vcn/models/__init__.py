@@ -43,6 +43,15 @@ def load_detector(name_or_uri: str, cfg: DetectConfig | None = None) -> Detector
     raise _unknown("detector", name_or_uri, DETECTORS)
 
 
+def detects_on_gpu(cfg: DetectConfig, detector=None) -> bool:
+    """Whether detection runs on a GPU: the `detector` given, or the one `cfg` would load."""
+    if detector is not None:
+        return "cuda" in str(getattr(detector, "backend", ""))
+    from vcn.models.retinaface import resolve_device
+
+    return cfg.model == "retinaface" and resolve_device(cfg.device).startswith("cuda")
+
+
 def load_backbone(name_or_uri: str) -> torch.nn.Module:
     """A trainable face-ID backbone (BGR 0..255 [B,3,112,112] in, embedding out) in eval mode."""
     if name_or_uri == "sface":

@@ -146,11 +146,9 @@ def tracks_during_scan(cfg: RunConfig, detector=None) -> bool:
                        f"always or never")
     if mode != "auto":
         return mode == "always"
-    if detector is not None:
-        return "cuda" in str(getattr(detector, "backend", ""))
-    from vcn.models.retinaface import resolve_device
+    from vcn.models import detects_on_gpu
 
-    return cfg.detect.model == "retinaface" and resolve_device(cfg.detect.device).startswith("cuda")
+    return detects_on_gpu(cfg.detect, detector)
 
 
 def shot_workers(setting: int) -> int:
