@@ -15,8 +15,8 @@ reason, so the JSON is always written (after every section, so a killed run keep
   heads-only warm-up and of full finetuning, from its per-phase logs.
 - end_to_end: a 10-minute 1920x1080 25 fps video (20 s of rendered material, looped by remuxing: no re-encode)
   through `vcn run` in a subprocess with the default (auto) devices: wall seconds, peak RSS (the child's VmHWM,
-  sampled every 0.5 s), the summary's
-  per-stage seconds and the real-time factor, and the extrapolation to a 2-hour film (linear in length).
+  sampled every 0.5 s), the summary's per-stage seconds and the real-time factor, and the extrapolation to a 2-hour
+  film (linear in length). With --against-set, the same video again with those settings, if time is left.
 - labelled: `vcn run` with the same devices on labelled real clips (../shared/data/videos/real/ with their truth in
   ../shared/data/truth/; --labelled, default the 15-s Friends clip), scored by `vcn.evaluate` (WCP, PCR, BCubed F):
   the GPU's clusters beside the CPU's in docs/measurements.md.
@@ -165,7 +165,9 @@ def vcn_run(video: Path, out: Path, stages: str, timeout: float, overrides: list
 
 
 def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, material_s: float,
-               budget: Budget, stages: str, overrides: list[str] = ()) -> dict:
+               budget: Budget, stages: str, overrides: list[str] = (), against: list[str] = ()) -> dict:
+    """The long video through `vcn run` with `overrides`; then, given `against` and time for a second run as long
+    as the first, the same video with those settings instead, under "against" (side by side on one machine)."""
     from long_video_memory import loop_video, write_material
 
     width, height = size
@@ -175,13 +177,25 @@ def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, mate
     video = work / f"looped_{minutes:g}min_{width}x{height}.mp4"
     loop_video(material, video, max(1, round(minutes * 60 / material_s)))
     made = time.perf_counter() - t0
-    run = vcn_run(video, work / "vcn", stages, timeout=max(10.0, budget.left() - 5), overrides=overrides)
-    summary, wall, length_s = run.pop("summary"), run["wall_s"], minutes * 60
-    return {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages, "settings": list(overrides),
-            "render_and_loop_s": round(made, 1), **run,
-            "realtime_factor": round(length_s / wall, 2), "counts": summary.get("counts"),
-            "seconds": summary.get("seconds"), "frames_per_second": summary.get("frames_per_second"),
-            "two_hour_film_minutes_if_linear": round(wall * 7200 / length_s / 60, 1)}
+    length_s = minutes * 60
+
+    def timed(folder: str, settings: list[str]) -> dict:
+        run = vcn_run(video, work / folder, stages, timeout=max(10.0, budget.left() - 5), overrides=settings)
+        summary, wall = run.pop("summary"), run["wall_s"]
+        return {"settings": list(settings), **run, "realtime_factor": round(length_s / wall, 2),
+                "counts": summary.get("counts"), "seconds": summary.get("seconds"),
+                "frames_per_second": summary.get("frames_per_second"),
+                "two_hour_film_minutes_if_linear": round(wall * 7200 / length_s / 60, 1)}
+
+    result = {"video": f"{minutes:g} min {width}x{height} {fps} fps", "stages": stages,
+              "render_and_loop_s": round(made, 1), **timed("vcn", list(overrides))}
+    if against:
+        if budget.left() > 1.2 * result["wall_s"] + 10:
+            result["against"] = timed("vcn_against", list(against))
+        else:
+            result["against"] = {"settings": list(against), "skipped": f"{budget.left():.0f} s left, the first "
+                                 f"run took {result['wall_s']:.0f} s"}
+    return result
 
 
 def labelled_clips(names: list[str], work: Path, budget: Budget) -> list[dict]:
@@ -228,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                         "cuda when there is a GPU, else cpu)")
     parser.add_argument("--stages", default="detect,track,cluster", help="stages of the end-to-end run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="a setting for the end-to-end run (repeatable), e.g. --set detect.batch_size=32 "
-                             "--set decode.batch_frames=32: a detection batch never spans two decode batches")
+                        help="a setting for the end-to-end run (repeatable), e.g. --set track.during_scan=never")
+    parser.add_argument("--against-set", dest="against", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="after the end-to-end run, run the same video again with this setting (repeatable), "
+                             "side by side, if the time left holds a second run: e.g. --against-set "
+                             "detect.batch_size=8 --against-set serfiq.batch_size=4 (the CPU's batch sizes)")
     parser.add_argument("--work", help="folder for the rendered video and vcn output (default: temporary)")
     parser.add_argument("--sections", default="detector,finetune,end_to_end,labelled",
                         help="sections to run after the environment (default: all four; a rerun can take fewer)")
@@ -287,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if "end_to_end" in sections and budget.left() > 20 + args.labelled_reserve_s:
         e2e_budget = Budget(budget.left() - args.labelled_reserve_s)
         run_section(report, "end_to_end", lambda: end_to_end(work, budget=e2e_budget, stages=args.stages,
-                                                              overrides=args.overrides, **e2e),
+                                                              overrides=args.overrides, against=args.against,
+                                                              **e2e),
                     save)
         print(f"end to end {report['end_to_end']}", flush=True)
     elif "end_to_end" in sections:

@@ -21,7 +21,7 @@ def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--out", str(out),
                            "--work", str(tmp_path / "work"), "--stages", "detect,track", "--budget-s", "120",
-                           "--set", "detect.batch_size=4"],
+                           "--set", "detect.batch_size=4", "--against-set", "detect.batch_size=2"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -35,6 +35,11 @@ def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
     assert e2e["settings"] == ["detect.batch_size=4"]
     summary = json.loads(next((tmp_path / "work" / "vcn").glob("*/summary.json")).read_text())
     assert summary["config"]["detect"]["batch_size"] == 4   # the setting reached the run
+    against = e2e["against"]     # the same video again, the other setting instead
+    assert against["settings"] == ["detect.batch_size=2"] and against["returncode"] == 0, against
+    assert against["counts"] == e2e["counts"]
+    summary = json.loads(next((tmp_path / "work" / "vcn_against").glob("*/summary.json")).read_text())
+    assert summary["config"]["detect"]["batch_size"] == 2
 
 
 @needs_faces
