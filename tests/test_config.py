@@ -43,6 +43,40 @@ def test_bad_overrides_name_the_problem(bad, words):
         RunConfig.load(None, [bad])
 
 
+@pytest.mark.parametrize("bad, words", [
+    ("ssl.batch_size=0", r"ssl.batch_size=0 must be at least 1 \(the default is 32\)"),
+    ("detect.max_side=-5", r"detect.max_side=-5 must be at least 0"),
+    ("ssl.rounds=-1", r"ssl.rounds=-1 must be at least 0"),
+    ("serfiq.dropout=1", r"serfiq.dropout=1.0 must be above 0 and below 1"),
+    ("detect.score_threshold=80", r"detect.score_threshold=80.0 must be from 0 to 1"),
+    ("ssl.teacher_temp=0", r"ssl.teacher_temp=0.0 must be above 0"),
+])
+def test_numbers_out_of_range_stop_before_any_work_naming_the_setting(bad, words, tmp_path):
+    with pytest.raises(VcnError, match=words):
+        RunConfig.load(None, [bad])
+    section, _, rest = bad.partition(".")
+    key, _, value = rest.partition("=")
+    (tmp_path / "c.json").write_text(f'{{"{section}": {{"{key}": {value}}}}}')
+    with pytest.raises(VcnError, match=words):      # a config file is held to the same ranges
+        RunConfig.load(tmp_path / "c.json")
+
+
+def test_every_number_has_a_range_the_defaults_and_presets_keep():
+    import dataclasses
+
+    from vcn.config import PRESETS, RANGES
+
+    cfg = RunConfig()
+    numbers = {f"{section.name}.{f.name}": getattr(getattr(cfg, section.name), f.name)
+               for section in dataclasses.fields(cfg) for f in dataclasses.fields(getattr(cfg, section.name))
+               if f.type in ("int", "float")}
+    assert set(numbers) - set(RANGES) == {"ssl.seed", "serfiq.seed"}      # any seed will do
+    assert set(RANGES) <= set(numbers)
+    assert all(RANGES[k][1](v) for k, v in numbers.items() if k in RANGES)
+    for name in PRESETS:
+        RunConfig.load(None, preset=name)
+
+
 def test_missing_config_file_is_a_vcn_error(tmp_path):
     with pytest.raises(VcnError, match="does not exist"):
         RunConfig.load(tmp_path / "nope.json")

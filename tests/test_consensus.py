@@ -75,7 +75,10 @@ def test_the_setting_runs_that_many_finetunes_and_writes_one_valid_clustering(mo
 
 
 def test_zero_finetunes_is_refused_by_name():
-    cfg = RunConfig.load(None, ["cluster.consensus_finetunes=0"])
+    with pytest.raises(VcnError, match=r"cluster.consensus_finetunes=0 must be at least 1"):
+        RunConfig.load(None, ["cluster.consensus_finetunes=0"])
+    cfg = RunConfig()
+    cfg.cluster.consensus_finetunes = 0     # set in code, past the settings' ranges: the stage refuses it too
     images, tracks = toy_identity_crops([0, 1])
     with pytest.raises(VcnError, match="cluster.consensus_finetunes=0 must be 1 or more"):
         finetune_and_cluster(crops_table(images, tracks), ToyBackbone(), cfg, "v")

@@ -616,6 +616,63 @@ def preset_settings(name: str | None) -> dict[str, dict[str, Any]]:
     return {section: dict(values) for section, values in PRESETS[name].items()}
 
 
+def _at_least(low: float) -> tuple[str, Any]:
+    return f"at least {low:g}", lambda v: v >= low
+
+
+def _above(low: float) -> tuple[str, Any]:
+    return f"above {low:g}", lambda v: v > low
+
+
+def _share(open_low: bool = False, open_high: bool = False) -> tuple[str, Any]:
+    text = f"{'above 0' if open_low else 'from 0'} {'and below 1' if open_high else 'to 1'}"
+    return text, lambda v: (v > 0 if open_low else v >= 0) and (v < 1 if open_high else v <= 1)
+
+
+# What each number may be: a value outside stops `vcn run` (or the Ray job) before any work, naming the setting,
+# instead of failing deep inside a stage (ssl.batch_size=0 divided by zero there) or running on nonsense (a
+# negative detect.max_side). Checked wherever settings are applied: presets, config files, --set.
+RANGES: dict[str, tuple[str, Any]] = {
+    "decode.batch_frames": _at_least(1), "decode.prefetch_batches": _at_least(0),
+    "shots.threshold": _above(0), "shots.min_scene_len_frames": _at_least(0),
+    "detect.score_threshold": _share(), "detect.nms_threshold": _share(), "detect.batch_size": _at_least(0),
+    "detect.max_side": _at_least(0),
+    "quality.min_face_px": _at_least(0), "quality.min_blur_var": _at_least(0),
+    "track.track_high_thresh": _share(), "track.track_low_thresh": _share(), "track.new_track_thresh": _share(),
+    "track.match_thresh": _share(), "track.track_buffer": _at_least(0), "track.min_track_len": _at_least(1),
+    "track.workers": _at_least(0),
+    "sample.interval_s": _at_least(0), "sample.crop_size": _at_least(1),
+    "embed.batch_size": _at_least(1),
+    "ssl.head_hidden": _at_least(1), "ssl.head_bottleneck": _at_least(1), "ssl.head_out": _at_least(1),
+    "ssl.prototype_sets": _at_least(1), "ssl.teacher_temp": _above(0), "ssl.student_temp": _above(0),
+    "ssl.center_momentum": _share(), "ssl.ema_start": _share(), "ssl.ema_end": _share(),
+    "ssl.rounds": _at_least(0), "ssl.warmup_epochs": _at_least(0), "ssl.warmup_views": _at_least(1),
+    "ssl.epochs_per_round": _at_least(0), "ssl.batch_size": _at_least(1), "ssl.micro_batch_pairs": _at_least(0),
+    "ssl.lr_head": _at_least(0), "ssl.lr_backbone": _at_least(0), "ssl.weight_decay": _at_least(0),
+    "ssl.max_rotation_deg": _at_least(0), "ssl.max_colour_shift": _at_least(0), "ssl.low_res_prob": _share(),
+    "ssl.low_res_min_px": _at_least(1), "ssl.light_jitter": _share(open_high=True), "ssl.grey_prob": _share(),
+    "ssl.pose_pairs": _share(), "ssl.pairs_per_crop": _above(0), "ssl.max_pairs_per_epoch": _at_least(1),
+    "ssl.clip_grad": _at_least(0), "ssl.eval_batch_size": _at_least(1), "ssl.cpu_forward_chunk": _at_least(0),
+    "ssl.front_cache_mib": _at_least(0),
+    "match.low_fraction": _share(open_low=True), "match.pca_dim": _at_least(1), "match.min_pca_dim": _at_least(1),
+    "match.var_floor": _at_least(0),
+    "serfiq.passes": _at_least(2), "serfiq.dropout": _share(open_low=True, open_high=True),
+    "serfiq.mad_k": _above(0), "serfiq.batch_size": _at_least(0),
+    "cluster.consensus_finetunes": _at_least(1), "cluster.max_iterations": _at_least(1),
+    "cluster.hac_threshold": _at_least(0), "cluster.dbscan_eps": _above(0), "cluster.dbscan_min_samples": _at_least(1),
+    "cluster.finch_level": _at_least(-1),
+    "distributed.frames_per_unit": _at_least(1), "distributed.detect_gpus": _at_least(0),
+    "distributed.detect_actors": _at_least(0), "distributed.track_actors": _at_least(0),
+    "distributed.train_workers": _at_least(0), "distributed.train_gpus": _at_least(-1),
+    "distributed.block_size": _at_least(1), "distributed.videos_per_wave": _at_least(1),
+    "distributed.manifest_interval_s": _at_least(0), "distributed.max_retries": _at_least(-1),
+    "distributed.video_task_memory_mib": _at_least(0), "distributed.decode_memory_mib": _at_least(0),
+    "distributed.detect_memory_mib": _at_least(0), "distributed.track_memory_mib": _at_least(0),
+    "distributed.write_memory_mib": _at_least(0), "distributed.cluster_memory_mib": _at_least(0),
+    "persons.wait_s": _at_least(0), "persons.lease_s": _above(0),
+}
+
+
 def _update(obj: Any, values: dict[str, Any], section: str) -> None:
     known = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in values.items():
@@ -628,4 +685,8 @@ def _update(obj: Any, values: dict[str, Any], section: str) -> None:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise VcnError(f"config: {section}.{name} must be a number, got {value!r}")
             value = type(current)(value)
+            allowed = RANGES.get(f"{section}.{name}")
+            if allowed is not None and not allowed[1](value):
+                default = getattr(type(obj)(), name)
+                raise VcnError(f"config: {section}.{name}={value!r} must be {allowed[0]} (the default is {default!r})")
         setattr(obj, name, value)
