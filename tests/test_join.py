@@ -140,8 +140,8 @@ def test_a_persons_two_clusters_that_are_each_others_nearest_join_and_strangers_
 def test_stage_3_names_the_spaces_join_nearest_clusters_takes():
     from vcn.config import RunConfig
     from vcn.errors import VcnError
-    from vcn.stage23 import _check_method
+    from vcn.stage23 import check_stage2_settings
 
-    _check_method(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=both"]))
+    check_stage2_settings(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=both"]))
     with pytest.raises(VcnError, match="cluster.join_nearest_clusters='pose' is unknown; choose one of off, base"):
-        _check_method(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=pose"]))
+        check_stage2_settings(RunConfig.load(None, overrides=["cluster.join_nearest_clusters=pose"]))

@@ -245,3 +245,42 @@ def test_detector_batches_follow_where_detection_runs_and_are_never_capped_by_de
     cfg.detect.batch_size, cfg.decode.batch_frames = 0, 0
     with pytest.raises(VcnError, match=r"decode.batch_frames=0: use a positive number"):
         with_scan_batches(cfg, False)
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("cluster.metric=euclid", r"cluster.metric='euclid' is unknown; choose one of loss, cosine"),
+    ("ssl.backbone_layers=half", r"ssl.backbone_layers='half' is unknown; choose one of all, low_res, tail"),
+    ("ssl.device=gpu", r"ssl.device='gpu' is not a torch device; choose auto, cpu, cuda or cuda:N"),
+    ("sample.image_format=xyz", r"sample.image_format='xyz' cannot be encoded; use png or jpg"),
+    ("track.tracker=sort", r"track.tracker='sort' is not available"),
+    ("track.during_scan=yes", r"track.during_scan='yes': choose auto"),
+    ("decode.deinterlace=maybe", r"deinterlace='maybe': choose one of"),
+    ("detect.device=gpu", r"detect.device='gpu': choose auto, cpu, cuda, cuda:N or torch-cpu"),
+])
+def test_a_bad_choice_stops_the_run_before_any_work(setting, words, tmp_path):
+    # Checked up front (vcn.pipeline.check_settings), not when the stage that reads it comes: a typo in a stage-2
+    # setting must not cost the scan of a long video first.
+    from vcn.catalogue import run_catalogue
+    from vcn.errors import VcnError
+
+    video = videos.write_video(tmp_path / "v.mp4", n_frames=10)
+    cfg = RunConfig.load(None, [setting])
+    with pytest.raises(VcnError, match=words):
+        run_video(video, tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists()
+    if not setting.startswith(("ssl.device", "detect.device")):   # devices are the workers' to resolve
+        with pytest.raises(VcnError, match=words):
+            run_catalogue(str(tmp_path / "no such folder"), str(tmp_path / "cat"), cfg)
+        assert not (tmp_path / "cat").exists()
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_named():
+    import torch
+
+    from vcn.errors import VcnError
+    from vcn.ssl.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(VcnError, match=r"ssl.device='cuda:0' but torch sees no CUDA GPU here"):
+            resolve_device("cuda:0")

@@ -564,8 +564,12 @@ def run_catalogue(source: str, output: str, cfg: RunConfig | None = None, stages
                   max_videos: int | None = None, executor: Executor = serial_executor,
                   log: Callable[[str], None] = print) -> CatalogueReport:
     """List, plan, run and record a catalogue; a second call over the same inputs processes only what changed."""
+    from vcn.pipeline import check_settings
+
     cfg = cfg or RunConfig()
     wanted = stages_through(stages)
+    # A typo stops the job before any video is listed or started; devices are the workers' to resolve.
+    check_settings(cfg, wanted, devices_here=False)
     store = OutputStore(output)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     started = time.time()

@@ -273,6 +273,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
 
     cfg = cfg or RunConfig()
     wanted = _stages_through(stages)
+    check_settings(cfg, wanted)
     video = Path(video)
     video_id = video_id or video_id_for(video)
     out = VideoOutput(out_dir, video_id)
@@ -372,6 +373,33 @@ def _write_report(path: Path) -> None:
         write_report(path)
     except Exception as e:  # noqa: BLE001 - the run's tables are already committed
         warnings.warn(f"{path}: the report could not be written ({e}); run `vcn report {path}` to retry")
+
+
+def check_settings(cfg: RunConfig, stages: Iterable[str] = STAGES, devices_here: bool = True) -> None:
+    """VcnError for any named choice the stages through `stages` would refuse, before any work: the checks are
+    those the reading code runs (kept there for direct callers), run here up front so that a typo stops a run at
+    once, not after the scan of a long video. Numbers are checked when settings are applied (vcn.config.RANGES).
+    `devices_here`: the work runs in this process, so a GPU asked for (detect.device, ssl.device) must be here;
+    a Ray driver, whose workers may hold the GPUs, passes False."""
+    from vcn.models import detects_on_gpu
+    from vcn.ssl.train import resolve_device
+    from vcn.stage23 import check_stage2_settings
+    from vcn.tracking.botsort import check_tracker
+    from vcn.tracking.shots import check_during_scan, crop_extension
+    from vcn.video.decode import check_deinterlace
+
+    wanted = _stages_through(stages)
+    check_deinterlace(cfg.decode.deinterlace)
+    if devices_here:
+        detects_on_gpu(cfg.detect)      # detect.device: a known name, and a GPU where one is asked for
+    if "track" in wanted:
+        check_during_scan(cfg.track.during_scan)
+        check_tracker(cfg.track)
+        crop_extension(cfg.sample.image_format)
+    if "cluster" in wanted:
+        check_stage2_settings(cfg)
+        if devices_here:
+            resolve_device(cfg.ssl.device)
 
 
 def _stages_through(stages: Iterable[str]) -> list[str]:

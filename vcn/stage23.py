@@ -36,7 +36,7 @@ from vcn.quality import embed_with_serfiq, mad_low_outliers, serfiq_batch, track
 from vcn.ssl.head import make_head
 from vcn.ssl.loss import algorithm1_terms
 from vcn.ssl.pairs import with_pairs
-from vcn.ssl.train import SelfDistillation, finetune, resolve_device
+from vcn.ssl.train import BACKBONE_LAYERS, SelfDistillation, finetune, resolve_device
 from vcn.tables import concat_parts, empty_table, make_table
 
 
@@ -168,7 +168,8 @@ def _cannot_link(crops: pa.Table, cfg: RunConfig, frames: dict[int, np.ndarray] 
     return cooccurring_pairs(frames)
 
 
-def _check_method(cfg: RunConfig) -> None:
+def check_stage2_settings(cfg: RunConfig) -> None:
+    """VcnError for a named choice of stages 2-3 that is unknown (vcn.pipeline.check_settings runs it up front)."""
     if cfg.cluster.method not in METHODS:
         raise VcnError(f"cluster.method={cfg.cluster.method!r} is unknown; choose one of {', '.join(METHODS)}")
     if cfg.cluster.metric not in ("loss", "cosine"):
@@ -184,6 +185,9 @@ def _check_method(cfg: RunConfig) -> None:
     if cfg.cluster.join_nearest_clusters not in JOIN_NEAREST_SPACES:
         raise VcnError(f"cluster.join_nearest_clusters={cfg.cluster.join_nearest_clusters!r} is unknown; choose one "
                        f"of {', '.join(JOIN_NEAREST_SPACES)}")
+    if cfg.ssl.backbone_layers not in BACKBONE_LAYERS:
+        raise VcnError(f"ssl.backbone_layers={cfg.ssl.backbone_layers!r} is unknown; choose one of "
+                       f"{', '.join(BACKBONE_LAYERS)}")
     if cfg.cluster.consensus_finetunes < 1:
         raise VcnError(f"cluster.consensus_finetunes={cfg.cluster.consensus_finetunes} must be 1 or more (1: one "
                        f"finetune, no consensus)")
@@ -344,7 +348,7 @@ def finetune_and_cluster(crops: pa.Table, backbone: nn.Module, cfg: RunConfig, v
     two tracks sharing a frame are then never matched or merged. `backbone` is not modified.
     Returns (clusters table, embeddings table, seconds per step).
     """
-    _check_method(cfg)
+    check_stage2_settings(cfg)
     cannot_link = _cannot_link(crops, cfg, cannot_link_frames)
     ft = finetune_video(crops, backbone, cfg, cannot_link)
     clusters = cluster_finetuned(ft, cfg, video_id, cannot_link)
@@ -381,7 +385,7 @@ def cluster_finetuned(ft: FinetunedVideo, cfg: RunConfig, video_id: str,
     """Stage 3 on a finetuned video: cfg.cluster.method (and metric) on its clusterable tracks -> clusters table.
 
     Adds `cluster_s` to ft.timings (including the Eq. 2 terms the first time Algorithm 1 needs them)."""
-    _check_method(cfg)
+    check_stage2_settings(cfg)
     t0 = time.perf_counter()
     mask = ft.prep.clusterable
     if not mask.any():
@@ -431,7 +435,7 @@ def cluster_without_finetuning(crops: pa.Table, backbone: nn.Module, cfg: RunCon
     With cluster.method=vcn and metric=loss, Algorithm 1 runs on an untrained head (seeded, teacher =
     student, zero centre), the state finetuning would start from.
     """
-    _check_method(cfg)
+    check_stage2_settings(cfg)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     prep = _prepare(crops, backbone, cfg, timings)

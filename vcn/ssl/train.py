@@ -76,9 +76,16 @@ def ema_momentum_schedule(total_steps: int, start: float, end: float) -> np.ndar
 
 
 def resolve_device(name: str) -> torch.device:
+    """ssl.device -> a torch device: auto is the GPU where torch sees one, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VcnError(f"ssl.device={name!r} is not a torch device; choose auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VcnError(f"ssl.device={name!r} but torch sees no CUDA GPU here; use ssl.device=auto or cpu")
+    return device
 
 
 def bfloat16_is_fast(device: torch.device) -> bool:

@@ -14,16 +14,20 @@ from vcn.config import TrackConfig
 from vcn.errors import VcnError
 
 
+def check_tracker(cfg: TrackConfig) -> None:
+    if cfg.tracker != "botsort":
+        raise VcnError(f"track.tracker={cfg.tracker!r} is not available; the tracker is 'botsort'")
+    if cfg.with_reid:
+        raise VcnError("track.with_reid=true needs ReID weights, which vcn never downloads; set track.with_reid=false")
+
+
 def _new_tracker(cfg: TrackConfig, fps: float):
     from boxmot.trackers.box.botsort.tracker import BotSort
 
     # boxmot logs an INFO line per tracker built, i.e. one per shot here; keep its warnings only.
     logging.getLogger("boxmot").setLevel(logging.WARNING)
 
-    if cfg.tracker != "botsort":
-        raise VcnError(f"track.tracker={cfg.tracker!r} is not available; the tracker is 'botsort'")
-    if cfg.with_reid:
-        raise VcnError("track.with_reid=true needs ReID weights, which vcn never downloads; set track.with_reid=false")
+    check_tracker(cfg)
     return BotSort(
         track_high_thresh=cfg.track_high_thresh,
         track_low_thresh=cfg.track_low_thresh,

@@ -137,13 +137,17 @@ class ShotTracking:
 DURING_SCAN = ("auto", "always", "never")
 
 
+def check_during_scan(mode: str) -> None:
+    if mode not in DURING_SCAN:
+        raise VcnError(f"track.during_scan={mode!r}: choose auto (during the scan where detection runs on a GPU), "
+                       f"always or never")
+
+
 def tracks_during_scan(cfg: RunConfig, detector=None) -> bool:
     """Whether track.during_scan tracks shots while the scan runs: "auto" where detection runs on a GPU (the
     `detector` given, or the one cfg.detect would load)."""
     mode = cfg.track.during_scan
-    if mode not in DURING_SCAN:
-        raise VcnError(f"track.during_scan={mode!r}: choose auto (during the scan where detection runs on a GPU), "
-                       f"always or never")
+    check_during_scan(mode)
     if mode != "auto":
         return mode == "always"
     from vcn.models import detects_on_gpu
@@ -178,6 +182,20 @@ def shift_track_ids(table: pa.Table, offset: int) -> pa.Table:
     return table.set_column(table.schema.get_field_index("track_id"), table.schema.field("track_id"), shifted)
 
 
+def crop_extension(image_format: str) -> str:
+    """The file extension crops are encoded with for sample.image_format; VcnError where OpenCV cannot encode it."""
+    import cv2
+
+    ext = "." + image_format.lower().lstrip(".")
+    try:
+        ok = cv2.imencode(ext, np.zeros((8, 8, 3), np.uint8))[0]
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise VcnError(f"sample.image_format={image_format!r} cannot be encoded; use png or jpg")
+    return ext
+
+
 def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[str, Any], cfg: RunConfig) -> pa.Table:
     """Aligned, quality-gated, encoded crops of the detections at row positions `picks` (sorted by frame)."""
     import cv2
@@ -199,7 +217,7 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
     torsos: list[list[float] | None] = [None] * len(picks)
     looks: list[bytes] = [b""] * len(picks)
     blur = np.zeros(len(picks), np.float32)
-    ext = "." + cfg.sample.image_format.lower().lstrip(".")
+    ext = crop_extension(cfg.sample.image_format)
     # One forward pass over the span that holds the sampled frames; only those are converted to pictures.
     for index, picture in read_frames(path, frames, info):
         lo, hi = np.searchsorted(frames, [index, index + 1])
@@ -208,10 +226,7 @@ def _crops_for(path, info, detections: pa.Table, picks: np.ndarray, shot: dict[s
             looks[k] = look
             crop = align_face(picture, landmarks[k], cfg.sample.crop_size)
             blur[k] = blur_variance(crop)
-            ok, buf = cv2.imencode(ext, crop)
-            if not ok:
-                raise VcnError(f"sample.image_format={cfg.sample.image_format!r} cannot be encoded; use png or jpg")
-            images[k] = buf.tobytes()
+            images[k] = cv2.imencode(ext, crop)[1].tobytes()
             torso = torso_histogram(picture, tuple(boxes[k]))
             torsos[k] = None if torso is None else torso.tolist()
     quality_ok = np.asarray(passes_gate(face_px, blur, cfg.quality), bool)

@@ -117,13 +117,17 @@ class FrameBatch:
         return len(self.indices)
 
 
+def check_deinterlace(deinterlace: str) -> None:
+    if deinterlace not in DEINTERLACE_MODES:
+        raise VcnError(f"deinterlace={deinterlace!r}: choose one of {', '.join(DEINTERLACE_MODES)}")
+
+
 def probe_video(path: str | Path, deinterlace: str = "auto") -> VideoInfo:
     """Read a video's frame count, timing, size, rotation, pixel aspect, interlacing and codec; VcnError if it is
     unusable. `deinterlace`: "auto" (interlaced streams only), "always" or "never"."""
     import av
 
-    if deinterlace not in DEINTERLACE_MODES:
-        raise VcnError(f"deinterlace={deinterlace!r}: choose one of {', '.join(DEINTERLACE_MODES)}")
+    check_deinterlace(deinterlace)
     p = Path(path)
     if not p.exists():
         raise VcnError(f"{p}: no such file; check the path")
