@@ -183,7 +183,8 @@ def end_to_end(work: Path, minutes: float, size: tuple[int, int], fps: int, mate
         run = vcn_run(video, work / folder, stages, timeout=max(10.0, budget.left() - 5), overrides=settings)
         summary, wall = run.pop("summary"), run["wall_s"]
         return {"settings": list(settings), **run, "realtime_factor": round(length_s / wall, 2),
-                "counts": summary.get("counts"), "seconds": summary.get("seconds"),
+                "scan_ran_with": summary.get("scan_ran_with"), "counts": summary.get("counts"),
+                "seconds": summary.get("seconds"),
                 "frames_per_second": summary.get("frames_per_second"),
                 "two_hour_film_minutes_if_linear": round(wall * 7200 / length_s / 60, 1)}
 

@@ -32,7 +32,7 @@ def test_gpu_benchmark_tiny_runs_on_cpu_and_writes_json(tmp_path):
     assert all(p["steps"] > 0 and p["steps_per_s"] > 0 for p in report["finetune"]["phases"])
     e2e = report["end_to_end"]
     assert e2e["returncode"] == 0 and e2e["counts"]["detections"] > 0, e2e
-    assert e2e["settings"] == ["detect.batch_size=4"]
+    assert e2e["settings"] == ["detect.batch_size=4"] and e2e["scan_ran_with"]["detect.batch_size"] == 4
     summary = json.loads(next((tmp_path / "work" / "vcn").glob("*/summary.json")).read_text())
     assert summary["config"]["detect"]["batch_size"] == 4   # the setting reached the run
     against = e2e["against"]     # the same video again, the other setting instead

@@ -114,6 +114,11 @@ def test_summary_records_counts_timings_models_and_config(hamilton_run):
     assert summary["frames_per_second"]["detect"] > 0
     assert summary["versions"]["vcn"] and summary["models"]["detector"] == "retinaface"
     assert summary["config"]["sample"]["interval_s"] == 0.5
+    # The auto batch sizes as they ran (a CPU here: onnxruntime, 8 frames a call, decode batches of 16).
+    assert summary["config"]["detect"]["batch_size"] == 0
+    assert summary["scan_ran_with"] == {"detector": summary["scan_ran_with"]["detector"], "detect.batch_size": 8,
+                                        "decode.batch_frames": 16}
+    assert summary["scan_ran_with"]["detector"].startswith("onnxruntime")
     assert summary["video_info"]["n_frames"] == 275 and summary["partial"] is False
 
 
@@ -234,6 +239,7 @@ def test_detector_batches_follow_where_detection_runs_and_are_never_capped_by_de
     detector = _RecordingDetector(RetinaFaceDetector(device="cpu"))
     scan = scan_video(path, cfg, detector=detector, video_id="v")
     assert detector.sizes == [24, 24, 2] and len(scan.frame_times) == 50
+    assert scan.ran_with["detect.batch_size"] == 24 and scan.ran_with["decode.batch_frames"] == 24
     detector.sizes.clear()
     cfg.detect.batch_size = 0
     scan_video(path, cfg, detector=detector, video_id="v")

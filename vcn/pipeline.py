@@ -46,6 +46,8 @@ class ScanResult:
     detections: pa.Table            # DETECTIONS schema with shot_id and track_id still -1
     seconds: dict[str, float] = field(default_factory=dict)
     decode_error: str | None = None  # set when the file stopped decoding part-way: the result covers what decoded
+    # Where detection ran and in what batches (the auto settings made concrete), for the run's summary.
+    ran_with: dict[str, Any] = field(default_factory=dict)
 
 
 # detect.batch_size = 0 (auto): frames per detector call, on a CPU and on a GPU. On the H200 the torch detector on its
@@ -151,8 +153,11 @@ def scan_video(path: str | Path, cfg: RunConfig, detector=None, video_id: str = 
             shot_pool.shutdown(wait=True)
     frame_times = np.concatenate(times) if times else np.zeros(0)
     detections = _detections_table(video_id, columns)
+    ran_with = {"detector": str(getattr(detector, "backend", type(detector).__name__)),
+                "detect.batch_size": cfg.detect.batch_size, "decode.batch_frames": cfg.decode.batch_frames}
     return ScanResult(cuts=[c for c in shots.cuts() if c > start_frame], frame_times=frame_times,
-                      first_frame=start_frame, detections=detections, seconds=seconds, decode_error=decode_error)
+                      first_frame=start_frame, detections=detections, seconds=seconds, decode_error=decode_error,
+                      ran_with=ran_with)
 
 
 def _detections_table(video_id: str, columns: dict[str, list], first_det_id: int = 0,
@@ -300,6 +305,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
     todo = wanted[start:]
     try:
         decode_error = previous.get("decode_error")
+        scan_ran_with = previous.get("scan_ran_with")
         # With track.during_scan, each shot is tracked and its crops cut while the scan detects the next ones.
         during = "detect" in todo and "track" in todo and tracks_during_scan(cfg, detector)
         with ExitStack() as stack:
@@ -325,6 +331,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
                 timings.update({f"{k}_s": round(v, 3) for k, v in scan.seconds.items()})
                 timings["frames_scanned"] = int(len(scan.frame_times))
                 decode_error = scan.decode_error
+                scan_ran_with = scan.ran_with
                 # The detector (an onnxruntime session with its own arena) and the decoded frames are garbage
                 # now: what the heaps kept of them goes back to the OS before stage 2 (issue 13, vcn.heap).
                 del scan
@@ -353,6 +360,7 @@ def run_video(video: str | Path, out_dir: str | Path, cfg: RunConfig | None = No
 
         summary = _summary(video, video_id, info, cfg, done, timings, tables, out, rows)
         summary["decode_error"] = decode_error
+        summary["scan_ran_with"] = scan_ran_with
         summary["partial"] = bool(info.partial or decode_error)
         path = out.commit(tables, summary, keep=keep, files=spilled)
         if "cluster" in done and report:
