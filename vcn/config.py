@@ -134,7 +134,8 @@ class SSLConfig:
     # 20: 10 more epochs 3.6 s, the 4 views of 285 crops about 17 s).
     # Measured on its own in session 20 over the 8 labelled videos x seeds 2-9: 2 views x 5 epochs (mean F 0.926,
     # WCP >= 0.97 on 46 of 64) and 4 views x 20 epochs (0.921, 47) both scored below 4 x 10 (0.932, 51)
-    # (docs/measurements.md "The warm-up's length, both ways").
+    # (docs/measurements.md "The warm-up's length, both ways"); 2 views x 10 epochs too, over seeds 2-5 in session
+    # 40 (0.934 against 0.949, the short golf cut's look-alikes merged on every seed; "Two warm-up views").
     warmup_epochs: int = 10
     warmup_views: int = 4
     # The warm-up trains the heads on the crops' base embeddings (un-augmented; stage 2's SER-FIQ pass has already
