@@ -179,7 +179,8 @@ class SSLConfig:
     lr_head: float = 1e-3
     # 1e-4 (paper preset 1e-5): with tens of steps per video, 1e-5 left the backbone where it started. 5e-5 over the 8
     # labelled videos x seeds 2-3 (session 40): mean F 0.939 against 0.950, the sitcom split further and the short
-    # golf cut's look-alikes merged on one seed (docs/measurements.md "A gentler backbone learning rate").
+    # golf cut's look-alikes merged on one seed; 2e-4: 0.938, the sitcom joined more but Friends and the golfers
+    # merged once each (docs/measurements.md "A gentler backbone learning rate").
     lr_backbone: float = 1e-4
     weight_decay: float = 0.04
     max_rotation_deg: float = 10.0
