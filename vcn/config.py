@@ -689,8 +689,16 @@ def _update(obj: Any, values: dict[str, Any], section: str) -> None:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise VcnError(f"config: {section}.{name} must be a number, got {value!r}")
             value = type(current)(value)
-            allowed = RANGES.get(f"{section}.{name}")
-            if allowed is not None and not allowed[1](value):
-                default = getattr(type(obj)(), name)
-                raise VcnError(f"config: {section}.{name}={value!r} must be {allowed[0]} (the default is {default!r})")
+            check_range(f"{section}.{name}", value)
         setattr(obj, name, value)
+
+
+def check_range(setting: str, value: Any) -> None:
+    """VcnError where `value` is outside RANGES[setting] (`setting` as "section.name"); nothing for a setting
+    without a range. Code that reads a setting which may have been assigned directly, not through _update, calls it
+    too."""
+    allowed = RANGES.get(setting)
+    if allowed is not None and not allowed[1](value):
+        section, name = setting.split(".")
+        default = getattr(getattr(RunConfig(), section), name)
+        raise VcnError(f"config: {setting}={value!r} must be {allowed[0]} (the default is {default!r})")

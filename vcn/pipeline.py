@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vcn import __version__
-from vcn.config import RunConfig
+from vcn.config import RunConfig, check_range
 from vcn.errors import VcnError
 from vcn.heap import release_memory
 from vcn.outputs import VideoOutput, video_id_for
@@ -61,12 +61,8 @@ def with_scan_batches(cfg: RunConfig, on_gpu: bool) -> RunConfig:
     decode.batch_frames at least that: a detector call never spans two decode batches, so a smaller decode batch
     would cap the detector's."""
     size, frames = cfg.detect.batch_size, cfg.decode.batch_frames
-    if size < 0:
-        raise VcnError(f"detect.batch_size={size}: use 0 (auto: {AUTO_DETECT_BATCH[False]} frames on a CPU, "
-                       f"{AUTO_DETECT_BATCH[True]} on a GPU) or a positive number of frames per detector call")
-    if frames < 1:
-        raise VcnError(f"decode.batch_frames={frames}: use a positive number of frames per decode batch (16 is the "
-                       f"default)")
+    check_range("detect.batch_size", size)
+    check_range("decode.batch_frames", frames)
     out = RunConfig.from_dict(cfg.to_dict())
     out.detect.batch_size = size or AUTO_DETECT_BATCH[on_gpu]
     out.decode.batch_frames = max(frames, out.detect.batch_size)

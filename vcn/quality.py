@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcn.errors import VcnError
+from vcn.config import check_range
 
 
 def serfiq_score(stochastic: torch.Tensor) -> torch.Tensor:
@@ -47,9 +47,7 @@ AUTO_SERFIQ_BATCH = {False: 4, True: 64}
 
 def serfiq_batch(setting: int, device: torch.device | str) -> int:
     """serfiq.batch_size made concrete for `device` (0 = AUTO_SERFIQ_BATCH)."""
-    if setting < 0:
-        raise VcnError(f"serfiq.batch_size={setting}: use 0 (auto: {AUTO_SERFIQ_BATCH[False]} crops a call on a "
-                       f"CPU, {AUTO_SERFIQ_BATCH[True]} on a GPU) or a positive number of crops")
+    check_range("serfiq.batch_size", setting)
     return setting or AUTO_SERFIQ_BATCH[torch.device(device).type == "cuda"]
 
 

@@ -4,6 +4,7 @@ threads and in order, track ids unique over the video. vcn.pipeline runs it afte
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -182,6 +183,7 @@ def shift_track_ids(table: pa.Table, offset: int) -> pa.Table:
     return table.set_column(table.schema.get_field_index("track_id"), table.schema.field("track_id"), shifted)
 
 
+@functools.lru_cache(maxsize=None)   # asked once per shot; the trial encoding need run once per format
 def crop_extension(image_format: str) -> str:
     """The file extension crops are encoded with for sample.image_format; VcnError where OpenCV cannot encode it."""
     import cv2
