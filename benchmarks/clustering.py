@@ -111,13 +111,24 @@ def prepare_video(name: str, work: Path) -> tuple[Path, Path]:
     return folder / "episode.mp4", folder / "episode.truth.parquet"
 
 
-def stage1_tables(name: str, work: Path) -> tuple[Path, Path, dict[str, pa.Table], Path]:
+def stage1_tables(name: str, work: Path, overrides: list[str] | None = None
+                  ) -> tuple[Path, Path, dict[str, pa.Table], Path]:
     """(video file, truth table, its tracks, detections and crops tables, the run's output folder) for a benchmark
-    video: stage 1 with the defaults, run once and cached in work/runs/NAME."""
+    video: stage 1 with the defaults (and `overrides`, "section.key=value"), run once and cached in work/runs/NAME.
+    A cached run made with other stage-1 settings than `overrides` asks for is refused, never reused."""
     from vcn.pipeline import run_video
 
     video, truth_path = prepare_video(name, work)
-    run = run_video(video, work / "runs" / name, stages=["detect", "track"], progress=False)
+    cfg = RunConfig.load(None, overrides=overrides or [])
+    run = run_video(video, work / "runs" / name, cfg=cfg, stages=["detect", "track"], progress=False)
+    made_with = json.loads((run.path / "summary.json").read_text()).get("config", {})
+    wanted = cfg.to_dict()
+    for setting in overrides or []:
+        section, key = setting.split("=", 1)[0].split(".", 1)
+        if made_with.get(section, {}).get(key) != wanted[section][key]:
+            raise SystemExit(f"{run.path} holds stage 1 made with {section}.{key}="
+                             f"{made_with.get(section, {}).get(key)!r}, not {wanted[section][key]!r}; give these "
+                             f"settings another --out")
     tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
     return video, truth_path, tables, run.path
 

@@ -60,10 +60,10 @@ def assignment(clusters) -> dict[str, int]:
 
 
 def evaluate_video(name: str, work: Path, backbone, configs: list[tuple[str, list[str]]],
-                   seeds: list[int]) -> dict:
+                   seeds: list[int], stage1: list[str] | None = None) -> dict:
     from vcn.stage23 import cluster_finetuned, cluster_without_finetuning, finetune_and_cluster, finetune_video
 
-    video, truth_path, tables, _ = stage1_tables(name, work)
+    video, truth_path, tables, _ = stage1_tables(name, work, stage1)
     truth = read_truth(truth_path)
     frames = frames_of_tracks(tables["detections"])
     linked = cooccurring_pairs(frames)
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--config", action="append", help="NAME:section.key=value,... (repeat; default: "
                         + " and ".join(DEFAULT_CONFIGS) + ")")
+    parser.add_argument("--stage1-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a stage-1 setting (sampling, detection, tracking) for every config (repeat); give it its "
+                             "own --out: stage-1 outputs are cached there")
     parser.add_argument("--table", metavar="JSON", help="print the markdown table of a results file and stop")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="combine results files of the same videos and configs run with other seeds (e.g. one "
@@ -222,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": f"{platform.node()}, {torch.get_num_threads()} torch threads",
                      "command": "python benchmarks/seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                      "packages": package_versions(),
-                     "configs": {name: overrides for name, overrides in configs}, "seeds": seeds, "videos": {}}
+                     "configs": {name: overrides for name, overrides in configs}, "seeds": seeds,
+                     "stage1_settings": args.stage1_set, "videos": {}}
     for name in args.videos.split(","):
-        results["videos"][name] = evaluate_video(name, Path(args.out), backbone, configs, seeds)
+        results["videos"][name] = evaluate_video(name, Path(args.out), backbone, configs, seeds, args.stage1_set)
         results["summary"] = summarise(results["videos"], [c for c, _ in configs], seeds)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(to_json(results))          # after every video: a long run keeps its parts
