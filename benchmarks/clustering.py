@@ -111,6 +111,19 @@ def prepare_video(name: str, work: Path) -> tuple[Path, Path]:
     return folder / "episode.mp4", folder / "episode.truth.parquet"
 
 
+def settings_differ(made_with: dict, cfg: RunConfig, overrides: list[str]) -> str:
+    """Which of `overrides` ("section.key=value") a run made with `made_with` (its summary.json "config") did not
+    use, as "section.key=its value, not the value asked for"; "" when it used them all."""
+    wanted = cfg.to_dict()
+    differ = []
+    for setting in overrides:
+        section, key = setting.split("=", 1)[0].split(".", 1)
+        used = made_with.get(section, {}).get(key)
+        if used != wanted[section][key]:
+            differ.append(f"{section}.{key}={used!r}, not {wanted[section][key]!r}")
+    return "; ".join(differ)
+
+
 def stage1_tables(name: str, work: Path, overrides: list[str] | None = None
                   ) -> tuple[Path, Path, dict[str, pa.Table], Path]:
     """(video file, truth table, its tracks, detections and crops tables, the run's output folder) for a benchmark
@@ -121,14 +134,10 @@ def stage1_tables(name: str, work: Path, overrides: list[str] | None = None
     video, truth_path = prepare_video(name, work)
     cfg = RunConfig.load(None, overrides=overrides or [])
     run = run_video(video, work / "runs" / name, cfg=cfg, stages=["detect", "track"], progress=False)
-    made_with = json.loads((run.path / "summary.json").read_text()).get("config", {})
-    wanted = cfg.to_dict()
-    for setting in overrides or []:
-        section, key = setting.split("=", 1)[0].split(".", 1)
-        if made_with.get(section, {}).get(key) != wanted[section][key]:
-            raise SystemExit(f"{run.path} holds stage 1 made with {section}.{key}="
-                             f"{made_with.get(section, {}).get(key)!r}, not {wanted[section][key]!r}; give these "
-                             f"settings another --out")
+    other = settings_differ(json.loads((run.path / "summary.json").read_text()).get("config", {}), cfg,
+                            overrides or [])
+    if other:
+        raise SystemExit(f"{run.path} holds stage 1 made with {other}; give these settings another --out")
     tables = {k: pq.read_table(run.path / f"{k}.parquet") for k in ("tracks", "detections", "crops")}
     return video, truth_path, tables, run.path
 

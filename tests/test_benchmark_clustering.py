@@ -146,3 +146,15 @@ def test_review_of_possible_splits_names_each_pair_and_joins_only_the_right_ones
     assert distances == sorted(distances) and distances[0] < 0.01
     assert (out["right"], out["wrong"], out["unlabelled"]) == (1, 1, 1)
     assert scored[-1][0] == scored[-1][1] and out["after_review"] == {"n_clusters": 3}
+
+
+def test_a_cached_stage1_made_with_other_settings_is_named_not_reused(bench):
+    from vcn.config import RunConfig
+
+    made_with = RunConfig().to_dict()                        # a run made with the defaults: sample.interval_s 0.5
+    asked = ["sample.interval_s=0.25", "detect.score_threshold=0.8"]
+    differ = bench.settings_differ(made_with, RunConfig.load(None, overrides=asked), asked)
+    assert differ == "sample.interval_s=0.5, not 0.25"      # the setting it kept is not named
+    made_with["sample"]["interval_s"] = 0.25
+    assert bench.settings_differ(made_with, RunConfig.load(None, overrides=asked), asked) == ""
+    assert bench.settings_differ({}, RunConfig(), []) == ""  # no stage-1 setting asked for: any cached run serves
