@@ -128,7 +128,8 @@ def stage1_tables(name: str, work: Path, overrides: list[str] | None = None
                   ) -> tuple[Path, Path, dict[str, pa.Table], Path]:
     """(video file, truth table, its tracks, detections and crops tables, the run's output folder) for a benchmark
     video: stage 1 with the defaults (and `overrides`, "section.key=value"), run once and cached in work/runs/NAME.
-    A cached run made with other stage-1 settings than `overrides` asks for is refused, never reused."""
+    A cached run made with another value of a setting `overrides` names is refused, never reused; without overrides
+    any cached run serves, so a folder made with overrides must not be given without them."""
     from vcn.pipeline import run_video
 
     video, truth_path = prepare_video(name, work)
