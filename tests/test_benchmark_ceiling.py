@@ -106,3 +106,35 @@ def test_cannot_link_lets_a_persons_looks_join_after_a_refused_stranger(bench):
     got = bench.space_ceiling(_scorer(identity), lambda labels: labels, condensed, ids, apart)
     assert got["meets_both"] and got["best_f"]["bcubed_f"] == 1.0
     assert got["best_f"]["cannot_link"] and got["fewest_clusters_at_wcp"]["n_clusters"] == 3
+
+
+def test_joins_beyond_start_from_the_clustering_and_never_join_a_refused_pair(bench):
+    # Tracks 0, 1 are one cluster to start with; 2 sits near them, 3 far off and sharing a frame with 0.
+    means = np.array([[1.0, 0.0, 0.0], [0.98, 0.2, 0.0], [0.9, 0.43, 0.0], [0.0, 0.0, 1.0]])
+    condensed = bench.cosine_distances(means)
+    steps = bench.joins_beyond(np.array([5, 5, 7, 9]), condensed, (np.array([0]), np.array([3])))
+    assert [len(np.unique(s["labels"])) for s in steps] == [3, 2]      # 3 may never join the others
+    assert steps[0]["height"] == 0.0
+    full = bench.squareform(condensed)
+    assert steps[1]["height"] == pytest.approx((full[0, 2] + full[1, 2]) / 2)     # average linkage
+    assert steps[1]["labels"][2] == steps[1]["labels"][0] != steps[1]["labels"][3]
+
+
+def _ladder(heights: list[float], meets: list[bool], fs: list[float], together: float = 1.0) -> dict:
+    steps = [{"height": h, "meets_both": m, "bcubed_f": f, "wcp": 1.0} for h, m, f in zip(heights, meets, fs)]
+    return {"closest_together": together, "steps": steps}
+
+
+def test_one_constant_is_the_best_single_stop_for_every_run_chosen_with_the_truth(bench):
+    # Run a is right after a join at 0.5; run b goes wrong with a join at 0.4: no constant serves both, so the best
+    # single constant keeps one of them and vcn as is (no joins) scores the same count.
+    a = _ladder([0.0, 0.5], [False, True], [0.8, 1.0])
+    b = _ladder([0.0, 0.4], [True, False], [1.0, 0.7])
+    got = bench.one_constant([a, b])
+    assert got["vcn_as_is"]["runs_meeting_both"] == 1 and got["vcn_as_is"]["mean_bcubed_f"] == pytest.approx(0.9)
+    assert got["raw"]["runs_meeting_both"] == 1 and got["raw"]["constant"] == 0.0     # ties keep vcn as is
+    # Scaled by each run's closest pair sharing a frame, a's join is at 0.25 and b's at 0.8: c between serves both.
+    a["closest_together"], b["closest_together"] = 2.0, 0.5
+    scaled = bench.one_constant([a, b])["closest_together"]
+    assert scaled["runs_meeting_both"] == 2 and scaled["constant"] == pytest.approx(0.25)   # just above a's join
+    assert bench.stop_below(a["steps"], 0.5)["height"] == 0.0 and bench.stop_below(a["steps"], 0.51)["height"] == 0.5
