@@ -45,7 +45,10 @@ def test_bad_overrides_name_the_problem(bad, words):
 
 @pytest.mark.parametrize("bad, words", [
     ("ssl.batch_size=0", r"ssl.batch_size=0 must be at least 1 \(the default is 32\)"),
-    ("detect.max_side=-5", r"detect.max_side=-5 must be at least 0"),
+    ("detect.max_side=-5", r"detect.max_side=-5 must be at least 0 \(the default is 960; 0: never downscale\)"),
+    ("detect.batch_size=-1", r"detect.batch_size=-1 must be at least 0 \(the default is 0: auto: 8 frames a call "
+                             r"on a CPU, 32 on a GPU\)"),
+    ("serfiq.batch_size=-2", r"serfiq.batch_size=-2 must be at least 0 \(the default is 0: auto: 4 crops"),
     ("ssl.rounds=-1", r"ssl.rounds=-1 must be at least 0"),
     ("serfiq.dropout=1", r"serfiq.dropout=1.0 must be above 0 and below 1"),
     ("detect.score_threshold=80", r"detect.score_threshold=80.0 must be from 0 to 1"),
@@ -113,3 +116,14 @@ def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_p
     assert (mixed.cluster.merge_rule, mixed.ssl.rounds, mixed.ssl.ema_start) == ("both", 4, 0.996)
     with pytest.raises(VcnError, match="preset 'papr' is unknown; choose one of default, paper"):
         RunConfig.load(None, preset="papr")
+
+
+def test_what_zero_means_in_range_errors_is_what_the_code_does():
+    from vcn.config import ZERO_MEANS
+    from vcn.pipeline import AUTO_DETECT_BATCH
+    from vcn.quality import AUTO_SERFIQ_BATCH
+
+    assert ZERO_MEANS["detect.batch_size"] == (f"auto: {AUTO_DETECT_BATCH[False]} frames a call on a CPU, "
+                                               f"{AUTO_DETECT_BATCH[True]} on a GPU")
+    assert ZERO_MEANS["serfiq.batch_size"] == (f"auto: {AUTO_SERFIQ_BATCH[False]} crops a call on a CPU, "
+                                               f"{AUTO_SERFIQ_BATCH[True]} on a GPU")

@@ -246,7 +246,7 @@ def test_detector_batches_follow_where_detection_runs_and_are_never_capped_by_de
     assert detector.sizes == [8] * 6 + [2]        # auto on a CPU: 8, the decode batch of 4 raised to it
 
     cfg.detect.batch_size = -1
-    with pytest.raises(VcnError, match=r"detect.batch_size=-1 must be at least 0 \(the default is 0\)"):
+    with pytest.raises(VcnError, match=r"detect.batch_size=-1 must be at least 0 \(the default is 0: auto"):
         with_scan_batches(cfg, False)
     cfg.detect.batch_size, cfg.decode.batch_frames = 0, 0
     with pytest.raises(VcnError, match=r"decode.batch_frames=0 must be at least 1 \(the default is 16\)"):

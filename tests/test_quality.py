@@ -100,5 +100,5 @@ def test_serfiq_batch_is_small_on_a_cpu_and_large_on_a_gpu():
     # 0 = auto: 4 crops a call on a CPU (as always), 64 on a GPU; a number given is kept on either.
     assert serfiq_batch(0, "cpu") == 4 and serfiq_batch(0, torch.device("cuda")) == 64
     assert serfiq_batch(7, "cpu") == 7 and serfiq_batch(7, "cuda:1") == 7
-    with pytest.raises(VcnError, match=r"serfiq.batch_size=-1 must be at least 0 \(the default is 0\)"):
+    with pytest.raises(VcnError, match=r"serfiq.batch_size=-1 must be at least 0 \(the default is 0: auto"):
         serfiq_batch(-1, "cpu")

@@ -693,6 +693,16 @@ def _update(obj: Any, values: dict[str, Any], section: str) -> None:
         setattr(obj, name, value)
 
 
+# Settings whose 0 is not a number of things but a choice: the range error says which, so "at least 0 (the default
+# is 0)" does not leave the reader guessing what 0 does.
+ZERO_MEANS = {
+    "detect.batch_size": "auto: 8 frames a call on a CPU, 32 on a GPU",
+    "serfiq.batch_size": "auto: 4 crops a call on a CPU, 64 on a GPU",
+    "detect.max_side": "never downscale",
+    "track.workers": "one per CPU core, at most 8",
+}
+
+
 def check_range(setting: str, value: Any) -> None:
     """VcnError where `value` is outside RANGES[setting] (`setting` as "section.name"); nothing for a setting
     without a range. Code that reads a setting which may have been assigned directly, not through _update, calls it
@@ -701,4 +711,6 @@ def check_range(setting: str, value: Any) -> None:
     if allowed is not None and not allowed[1](value):
         section, name = setting.split(".")
         default = getattr(getattr(RunConfig(), section), name)
-        raise VcnError(f"config: {setting}={value!r} must be {allowed[0]} (the default is {default!r})")
+        zero = ZERO_MEANS.get(setting)
+        meaning = "" if zero is None else f": {zero}" if default == 0 else f"; 0: {zero}"
+        raise VcnError(f"config: {setting}={value!r} must be {allowed[0]} (the default is {default!r}{meaning})")
