@@ -80,13 +80,18 @@ def cuts_apart(condensed: np.ndarray, n: int, method: str, apart: tuple[np.ndarr
     """Every partition of n items along the agglomerative tree on these distances in which the items at
     positions `apart` (i[k], j[k]) never share a cluster: finest first, until every join left is refused."""
     d = squareform(condensed, checks=False).astype(np.float64) if n > 1 else np.zeros((n, n))
-    update = {"average": None, "single": np.minimum, "complete": np.maximum}[method]
-    size = np.ones(n)
     refused = np.zeros((n, n), dtype=bool)
     refused[apart[0], apart[1]] = refused[apart[1], apart[0]] = True
-    alive = list(range(n))
     labels = np.arange(n)
-    parts = [labels.copy()]
+    return [labels.copy()] + [part for _, part in _agglomerate(d, np.ones(n), refused, labels, method)]
+
+
+def _agglomerate(d: np.ndarray, size: np.ndarray, refused: np.ndarray, labels: np.ndarray, method: str):
+    """Join the nearest pair of rows of `d` that is not `refused`, update the linkage, repeat until only refused
+    joins are left; yields (height, partition) per join. `labels` (each item's row) and the arrays are updated in
+    place."""
+    update = {"average": None, "single": np.minimum, "complete": np.maximum}[method]
+    alive = list(range(len(d)))
     while len(alive) > 1:
         sub = np.ix_(alive, alive)
         trial = np.where(refused[sub], np.inf, d[sub])
@@ -94,6 +99,7 @@ def cuts_apart(condensed: np.ndarray, n: int, method: str, apart: tuple[np.ndarr
         a, b = np.unravel_index(np.argmin(trial), trial.shape)
         if not np.isfinite(trial[a, b]):
             break
+        height = float(trial[a, b])
         a, b = alive[min(a, b)], alive[max(a, b)]
         if update is None:       # average linkage: the size-weighted mean of the two rows
             d[a] = d[:, a] = (d[a] * size[a] + d[b] * size[b]) / (size[a] + size[b])
@@ -103,8 +109,7 @@ def cuts_apart(condensed: np.ndarray, n: int, method: str, apart: tuple[np.ndarr
         size[a] += size[b]
         alive.remove(b)
         labels[labels == b] = a
-        parts.append(np.unique(labels, return_inverse=True)[1])
-    return parts
+        yield height, np.unique(labels, return_inverse=True)[1]
 
 
 def joins_beyond(start: np.ndarray, condensed: np.ndarray, apart: tuple[np.ndarray, np.ndarray]) -> list[dict]:
@@ -120,28 +125,12 @@ def joins_beyond(start: np.ndarray, condensed: np.ndarray, apart: tuple[np.ndarr
     d = np.array([[full[np.ix_(a, b)].mean() for b in groups] for a in groups])
     refused_tracks = np.zeros((n, n), dtype=bool)
     refused_tracks[apart[0], apart[1]] = refused_tracks[apart[1], apart[0]] = True
-    refused = np.array([[refused_tracks[np.ix_(a, b)].any() for b in groups] for a in groups])
+    refused = np.array([[refused_tracks[np.ix_(a, b)].any() for b in groups] for a in groups]).reshape(d.shape)
     size = np.array([len(g) for g in groups], dtype=np.float64)
-    labels = np.empty(n, dtype=np.int64)
-    for k, g in enumerate(groups):
-        labels[g] = k
-    steps = [{"height": 0.0, "labels": labels.copy()}]
-    alive = list(range(len(groups)))
-    while len(alive) > 1:
-        sub = np.ix_(alive, alive)
-        trial = np.where(refused[sub], np.inf, d[sub])
-        np.fill_diagonal(trial, np.inf)
-        a, b = np.unravel_index(np.argmin(trial), trial.shape)
-        if not np.isfinite(trial[a, b]):
-            break
-        height = float(trial[a, b])
-        a, b = alive[min(a, b)], alive[max(a, b)]
-        d[a] = d[:, a] = (d[a] * size[a] + d[b] * size[b]) / (size[a] + size[b])
-        refused[a] = refused[:, a] = refused[a] | refused[b]
-        size[a] += size[b]
-        alive.remove(b)
-        labels[labels == b] = a
-        steps.append({"height": height, "labels": np.unique(labels, return_inverse=True)[1]})
+    group_of = np.arange(len(groups))     # the agglomeration relabels groups; tracks read theirs through it
+    steps = [{"height": 0.0, "labels": np.unique(start, return_inverse=True)[1]}]
+    for height, part in _agglomerate(d, size, refused, group_of, "average"):
+        steps.append({"height": height, "labels": part[np.unique(start, return_inverse=True)[1]]})
     return steps
 
 
