@@ -699,7 +699,7 @@ ZERO_MEANS = {
     "detect.batch_size": "auto: 8 frames a call on a CPU, 32 on a GPU",
     "serfiq.batch_size": "auto: 4 crops a call on a CPU, 64 on a GPU",
     "detect.max_side": "never downscale",
-    "track.workers": "one per CPU core, at most 8",
+    "track.workers": "one per CPU core (OMP_NUM_THREADS where set), at most 8",
 }
 
 
