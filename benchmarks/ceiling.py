@@ -128,12 +128,13 @@ def joins_beyond(start: np.ndarray, condensed: np.ndarray, apart: tuple[np.ndarr
     d = np.array([[full[np.ix_(a, b)].mean() for b in groups] for a in groups])
     refused_tracks = np.zeros((n, n), dtype=bool)
     refused_tracks[apart[0], apart[1]] = refused_tracks[apart[1], apart[0]] = True
-    refused = np.array([[refused_tracks[np.ix_(a, b)].any() for b in groups] for a in groups]).reshape(d.shape)
+    refused = np.array([[refused_tracks[np.ix_(a, b)].any() for b in groups] for a in groups])
     size = np.array([len(g) for g in groups], dtype=np.float64)
-    group_of = np.arange(len(groups))     # the agglomeration relabels groups; tracks read theirs through it
-    steps = [{"height": 0.0, "labels": np.unique(start, return_inverse=True)[1]}]
-    for height, part in _agglomerate(d, size, refused, group_of, "average"):
-        steps.append({"height": height, "labels": part[np.unique(start, return_inverse=True)[1]]})
+    group_of_track = np.unique(start, return_inverse=True)[1]
+    # The agglomeration relabels the groups; each track reads its group's label.
+    steps = [{"height": 0.0, "labels": group_of_track}]
+    for height, part in _agglomerate(d, size, refused, np.arange(len(groups)), "average"):
+        steps.append({"height": height, "labels": part[group_of_track]})
     return steps
 
 
@@ -153,8 +154,9 @@ def one_constant(ladders: list[dict]) -> dict:
     the truth (an upper bound on any rule of that form): raw, and as a multiple of each run's closest pair sharing
     a frame. Per form: how many runs meet both targets and the mean BCubed F, beside joining nothing (vcn as is)."""
     def tally(constant: float, norm: str) -> dict:
-        reached = [stop_below(r["steps"], constant * (r["closest_together"] if norm == "closest_together" else 1.0))
-                   for r in ladders]
+        # A run with no pair seen together has no scale: the scaled form joins nothing there.
+        limits = [constant * (r["closest_together"] if norm == "closest_together" else 1.0) for r in ladders]
+        reached = [stop_below(r["steps"], c) if np.isfinite(c) else r["steps"][0] for r, c in zip(ladders, limits)]
         return {"constant": round(constant, 4), "runs_meeting_both": sum(s["meets_both"] for s in reached),
                 "mean_bcubed_f": round(float(np.mean([s["bcubed_f"] for s in reached])), 4),
                 "runs_wcp_ge_0.97": sum(s["wcp"] >= WCP_MIN for s in reached)}
@@ -162,7 +164,8 @@ def one_constant(ladders: list[dict]) -> dict:
     for norm in ("raw", "closest_together"):
         scale = [1.0 if norm == "raw" else r["closest_together"] for r in ladders]
         # Every constant that changes some run's stop: just above each join height (in the form's units).
-        candidates = [0.0] + sorted({s["height"] / k + 1e-9 for r, k in zip(ladders, scale) if k > 0 for s in r["steps"][1:]})
+        candidates = [0.0] + sorted({s["height"] / k + 1e-9 for r, k in zip(ladders, scale) if k > 0
+                                     for s in r["steps"][1:]})
         best = max((tally(c, norm) for c in candidates), default=out["vcn_as_is"],
                    key=lambda t: (t["runs_meeting_both"], t["mean_bcubed_f"]))
         out[norm] = best

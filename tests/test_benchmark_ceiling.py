@@ -138,3 +138,11 @@ def test_one_constant_is_the_best_single_stop_for_every_run_chosen_with_the_trut
     scaled = bench.one_constant([a, b])["closest_together"]
     assert scaled["runs_meeting_both"] == 2 and scaled["constant"] == pytest.approx(0.25)   # just above a's join
     assert bench.stop_below(a["steps"], 0.5)["height"] == 0.0 and bench.stop_below(a["steps"], 0.51)["height"] == 0.5
+
+
+def test_one_constant_scaled_joins_nothing_in_a_run_with_no_pair_seen_together(bench):
+    # No two faces share a frame: nothing to scale by, so the scaled form stops there at vcn's clusters, whatever c.
+    alone = _ladder([0.0, 0.3], [True, False], [1.0, 0.5], together=float("nan"))
+    other = _ladder([0.0, 0.6], [False, True], [0.9, 1.0], together=1.0)
+    got = bench.one_constant([alone, other])["closest_together"]
+    assert got["runs_meeting_both"] == 2 and got["mean_bcubed_f"] == pytest.approx(1.0)
