@@ -153,22 +153,21 @@ def one_constant(ladders: list[dict]) -> dict:
     closest pair of tracks sharing a frame in that space), the best single constant for all of them, chosen with
     the truth (an upper bound on any rule of that form): raw, and as a multiple of each run's closest pair sharing
     a frame. Per form: how many runs meet both targets and the mean BCubed F, beside joining nothing (vcn as is)."""
-    def tally(constant: float, norm: str) -> dict:
-        # A run with no pair seen together has no scale: the scaled form joins nothing there.
-        limits = [constant * (r["closest_together"] if norm == "closest_together" else 1.0) for r in ladders]
-        reached = [stop_below(r["steps"], c) if np.isfinite(c) else r["steps"][0] for r, c in zip(ladders, limits)]
+    def tally(constant: float, scale: list[float]) -> dict:
+        # A run with no pair seen together has no scale (NaN): the scaled form joins nothing there.
+        reached = [stop_below(r["steps"], constant * k) if np.isfinite(k) else r["steps"][0]
+                   for r, k in zip(ladders, scale)]
         return {"constant": round(constant, 4), "runs_meeting_both": sum(s["meets_both"] for s in reached),
                 "mean_bcubed_f": round(float(np.mean([s["bcubed_f"] for s in reached])), 4),
                 "runs_wcp_ge_0.97": sum(s["wcp"] >= WCP_MIN for s in reached)}
-    out = {"runs": len(ladders), "vcn_as_is": tally(0.0, "raw")}
-    for norm in ("raw", "closest_together"):
-        scale = [1.0 if norm == "raw" else r["closest_together"] for r in ladders]
+    raw = [1.0] * len(ladders)
+    out = {"runs": len(ladders), "vcn_as_is": tally(0.0, raw)}
+    for norm, scale in (("raw", raw), ("closest_together", [r["closest_together"] for r in ladders])):
         # Every constant that changes some run's stop: just above each join height (in the form's units).
         candidates = [0.0] + sorted({s["height"] / k + 1e-9 for r, k in zip(ladders, scale) if k > 0
                                      for s in r["steps"][1:]})
-        best = max((tally(c, norm) for c in candidates), default=out["vcn_as_is"],
-                   key=lambda t: (t["runs_meeting_both"], t["mean_bcubed_f"]))
-        out[norm] = best
+        out[norm] = max((tally(c, scale) for c in candidates),
+                        key=lambda t: (t["runs_meeting_both"], t["mean_bcubed_f"]))
     return out
 
 
@@ -242,8 +241,9 @@ def evaluate_video(name: str, work: Path, backbone, seed: int) -> dict:
     spaces["finetuned_loss"] = loss_distances(p, l, track_of_crop, from_zero=False)
     for space, (ids, condensed) in spaces.items():
         start = np.array([vcn_cluster[t] for t in ids.tolist()])
-        row[f"beyond_vcn_{space}"] = vcn_ladder(score, prep_table, start, condensed, ids, pair_positions(ids, linked))
-        row[space] = space_ceiling(score, prep_table, condensed, ids, pair_positions(ids, linked))
+        apart = pair_positions(ids, linked)
+        row[f"beyond_vcn_{space}"] = vcn_ladder(score, prep_table, start, condensed, ids, apart)
+        row[space] = space_ceiling(score, prep_table, condensed, ids, apart)
         c = row[space]
         print(f"{name} seed {seed} {space}: best F {c['best_f']['bcubed_f']} ({c['best_f']['n_clusters']} clusters, "
               f"{c['best_f']['linkage']}), fewest clusters at WCP>=0.97 {c['fewest_clusters_at_wcp']['n_clusters']}"
