@@ -207,6 +207,43 @@ def test_frozen_passes_feeding_training_run_in_bfloat16_only_when_set(setting, m
     assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
 
 
+@pytest.mark.parametrize("setting", [True, False])
+def test_warmup_bfloat16_runs_only_the_warmups_views_in_bfloat16(setting, monkeypatch):
+    """ssl.warmup_bfloat16: the warm-up's augmented views through the frozen backbone run under bfloat16 autocast
+    where the device has it (forced here); the low_res front at every full step and every other pass stay
+    float32."""
+    import vcn.ssl.train as train
+
+    monkeypatch.setattr(train, "bfloat16_is_fast", lambda device: True)
+    calls: list[tuple[str, bool]] = []
+    making_views: list[bool] = []
+    backbone_no_grad, warmup_views = train.SelfDistillation._backbone_no_grad, train.SelfDistillation._warmup_views
+
+    def recording(self, backbone, x):
+        kind = "views" if making_views else "front" if backbone is self.student.backbone[0] else "other"
+        calls.append((kind, torch.is_autocast_enabled("cpu")))
+        return backbone_no_grad(self, backbone, x)
+
+    def views(self, *args):
+        making_views.append(True)
+        try:
+            return warmup_views(self, *args)
+        finally:
+            making_views.pop()
+
+    monkeypatch.setattr(train.SelfDistillation, "_backbone_no_grad", recording)
+    monkeypatch.setattr(train.SelfDistillation, "_warmup_views", views)
+    crops, tracks = toy_crops()
+    trainer = finetune(graph_backbone(), crops, tracks,
+                       small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res", warmup_bfloat16=setting))
+    assert trainer.warmup_bfloat16 is setting and trainer.frozen_bfloat16 is False
+    by_kind = {kind: [autocast for k, autocast in calls if k == kind] for kind in ("views", "front", "other")}
+    assert all(by_kind.values())                                          # each kind of pass ran
+    assert all(a is setting for a in by_kind["views"])
+    assert not any(by_kind["front"] + by_kind["other"])
+    assert np.isfinite([log.mean_loss for log in trainer.logs]).all()
+
+
 @pytest.mark.parametrize("layers", ["low_res", "tail"])
 def test_a_split_backbone_keeps_the_front_of_the_video_crops_and_later_passes_give_the_same_numbers(layers):
     """ssl.front_cache_mib: once a no-gradient pass over the crops being finetuned on needs the frozen front, its

@@ -280,6 +280,12 @@ class SSLConfig:
     # (docs/measurements.md "Cost", session 17). The teacher's targets, the trained layers and every embedding that
     # matching and clustering read stay float32 either way.
     frozen_bfloat16: bool = False
+    # Only the warm-up's views of ssl.frozen_bfloat16 (the heads-only warm-up's augmented views through the frozen
+    # backbone, most of the warm-up's time), where the hardware has bfloat16 matrix units; the low_res front at every
+    # full-finetuning step stays float32. On an AMX CPU (2 threads) that pass took 0.42x the time (session 43; a
+    # real crop's embedding moves by at most 0.3%, session 17). Measured over the labelled videos in session 43
+    # (docs/measurements.md "The warm-up's views in bfloat16").
+    warmup_bfloat16: bool = False
     # Fold each BatchNorm of the frozen layers into the convolution before it (vcn.ssl.fold): the "low_res" or
     # "tail" trunk for the whole finetune, and a copy of the whole backbone for the warm-up's views. The same
     # arithmetic up to float rounding (5.5e-6 in an SFace embedding), without a pass over every activation per

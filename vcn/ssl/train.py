@@ -187,6 +187,7 @@ class SelfDistillation:
     logs: list[RoundLog] = field(default_factory=list)
     trunk_views: torch.Tensor | None = None  # split backbone: trunk outputs of the augmented views [V, N, ...]
     frozen_bfloat16: bool = False            # frozen no-gradient passes feeding training run in bfloat16
+    warmup_bfloat16: bool = False            # the warm-up's views alone run in bfloat16 (ssl.warmup_bfloat16)
     # Split backbone (low_res, tail): the crops being finetuned on (set by `finetune`) and, once a no-gradient pass
     # over that very tensor has needed it, the frozen trunk's output on them (ssl.front_cache_mib;
     # `_backbone_outputs`).
@@ -224,7 +225,8 @@ class SelfDistillation:
         layout = weight_layout(device, cfg)
         return cls(student.to(device, memory_format=layout), teacher.to(device, memory_format=layout),
                    loss.to(device), cfg, device, momentum, spe,
-                   frozen_bfloat16=cfg.frozen_bfloat16 and bfloat16_is_fast(device))
+                   frozen_bfloat16=cfg.frozen_bfloat16 and bfloat16_is_fast(device),
+                   warmup_bfloat16=(cfg.frozen_bfloat16 or cfg.warmup_bfloat16) and bfloat16_is_fast(device))
 
     # ----- training -------------------------------------------------------------------------------------------
     def train_phase(self, phase: Phase, crops_uint8: torch.Tensor, track_of_crop: np.ndarray,
@@ -301,15 +303,17 @@ class SelfDistillation:
         """The warm-up's inputs [V, N, d]: the whole frozen backbone's outputs on augmented views, or on
         ssl.warmup_on_base the crops' base embeddings as the one view (the caller's, else one plain pass)."""
         if not self.cfg.warmup_on_base:
-            return self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32)
+            return self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32,
+                                         bfloat16=self.warmup_bfloat16)
         if self.base_embeddings is not None and crops_uint8 is self.video_crops:
             return self.base_embeddings.float()[None]
         return self._backbone_outputs(self.student, crops_uint8)[None]
 
     @torch.no_grad()
     def _augmented_views(self, network: nn.Module, crops_uint8: torch.Tensor, aug_gen: torch.Generator,
-                         dtype: torch.dtype) -> torch.Tensor:
-        """`network`'s outputs on cfg.warmup_views augmented views of every crop: [V, N, ...] on the CPU.
+                         dtype: torch.dtype, bfloat16: bool | None = None) -> torch.Tensor:
+        """`network`'s outputs on cfg.warmup_views augmented views of every crop: [V, N, ...] on the CPU
+        (`bfloat16`: as `_frozen_no_grad`).
 
         The trunk's outputs are kept in float16 (half the memory of float32; they are inputs to training steps)."""
         cfg = self.cfg
@@ -320,7 +324,7 @@ class SelfDistillation:
             out = []
             for i in range(0, len(crops_uint8), cfg.eval_batch_size):
                 x = augment(as_float_batch(crops_uint8[i:i + cfg.eval_batch_size], self.device), aug_gen, cfg)
-                out.append(self._frozen_no_grad(network, x).to("cpu", dtype))
+                out.append(self._frozen_no_grad(network, x, bfloat16).to("cpu", dtype))
             views.append(torch.cat(out))
         return torch.stack(views)
 
@@ -333,11 +337,12 @@ class SelfDistillation:
             return backbone(x)
         return torch.cat([backbone(part) for part in x.split(chunk)])
 
-    def _frozen_no_grad(self, frozen: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _frozen_no_grad(self, frozen: nn.Module, x: torch.Tensor, bfloat16: bool | None = None) -> torch.Tensor:
         """`_backbone_no_grad` of frozen layers whose output only feeds training (the warm-up's views, the
-        "low_res" front), in bfloat16 autocast where `frozen_bfloat16` (vcn.config: ssl.frozen_bfloat16);
-        float32 out either way."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.frozen_bfloat16):
+        "low_res" front), in bfloat16 autocast where `bfloat16` (default: `frozen_bfloat16`; vcn.config:
+        ssl.frozen_bfloat16, ssl.warmup_bfloat16); float32 out either way."""
+        bfloat16 = self.frozen_bfloat16 if bfloat16 is None else bfloat16
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
             return self._backbone_no_grad(frozen, x).float()
 
     def _no_grad_forward(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
