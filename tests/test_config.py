@@ -106,6 +106,7 @@ def test_paper_preset_restores_the_papers_settings_and_overrides_still_win(tmp_p
     assert (paper.ssl.rounds, default.ssl.rounds) == (3, 2)
     assert (paper.cluster.join_same_setup, default.cluster.join_same_setup) == (False, True)
     assert (paper.ssl.train_same_setup, default.ssl.train_same_setup) == (False, True)
+    assert (paper.ssl.warmup_bfloat16, default.ssl.warmup_bfloat16) == (False, True)
     # Every setting a preset names differs from the default (a preset entry that changes nothing is stale).
     for section, values in PRESETS["paper"].items():
         assert any(getattr(getattr(default, section), k) != v for k, v in values.items()), section

@@ -193,7 +193,8 @@ def test_frozen_passes_feeding_training_run_in_bfloat16_only_when_set(setting, m
 
     monkeypatch.setattr(train, "make_student_and_teacher", recording)
     trainer = finetune(graph_backbone(), crops, tracks,
-                       small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res", frozen_bfloat16=setting))
+                       small_cfg(rounds=2, warmup_views=2, backbone_layers="low_res", frozen_bfloat16=setting,
+                                 warmup_bfloat16=False))   # the views alone: the test below
     assert trainer.frozen_bfloat16 is setting
     trunk_in_training = [autocast for name, _, autocast in calls if name == "student trunk"]
     assert trunk_in_training and all(a is setting for a in trunk_in_training)
