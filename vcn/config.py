@@ -287,8 +287,8 @@ class SSLConfig:
     # clustering read stay float32. That pass took 0.42x the time on an AMX CPU; on the sitcom the warm-up 0.68x and
     # stage 2 0.96x. Over the 8 labelled videos x seeds 2-5 mean F 0.962 against 0.951, WCP >= 0.97 on 31 of 32 as
     # before, PCR in range on 18 against 15 (Mary Poppins right on two seeds, the interview on one), by a rule
-    # written before the runs (docs/measurements.md "The warm-up's views in bfloat16", session 43). Off in the
-    # paper preset.
+    # written before the runs; on seeds 6-9 and the held-out clips it scored as float32 views do
+    # (docs/measurements.md "The warm-up's views in bfloat16", session 43). Off in the paper preset.
     warmup_bfloat16: bool = True
     # Fold each BatchNorm of the frozen layers into the convolution before it (vcn.ssl.fold): the "low_res" or
     # "tail" trunk for the whole finetune, and a copy of the whole backbone for the warm-up's views. The same
