@@ -90,7 +90,7 @@ def test_warmup_views_from_the_folded_sface_are_the_plain_ones_up_to_rounding(al
                         fold_frozen_batchnorm=setting)
         trainer = SelfDistillation.create(load_backbone("sface"), len(crops), cfg)
         views[setting] = trainer._augmented_views(trainer.student.backbone, crops, torch.Generator().manual_seed(3),
-                                                  torch.float32)
+                                                  torch.float32, bfloat16=False)
         # The student's own tail still has its BatchNorms: only the views' copy was folded.
         assert batchnorms_called(trainer.student.backbone[1]) > 0
     assert views[True].shape == views[False].shape == (2, 20, 128)

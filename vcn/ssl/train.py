@@ -252,7 +252,8 @@ class SelfDistillation:
             p.requires_grad_(train_backbone)
         features = not train_backbone and self.backbones_equal   # heads only, on cached backbone features
         if cached_trunk and self.trunk_views is None:
-            self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16)
+            self.trunk_views = self._augmented_views(self.student.backbone[0], crops_uint8, aug_gen, torch.float16,
+                                                     self.frozen_bfloat16)
         if features:
             views = self._tail_of_views() if cached_trunk else self._warmup_views(crops_uint8, aug_gen)
             model, teacher = self.student.head, self.teacher.head
@@ -285,7 +286,7 @@ class SelfDistillation:
                     both = as_float_batch(torch.cat([crops_uint8[ia], crops_uint8[ib]]), self.device)
                     inputs = augment(both, aug_gen, cfg)
                     if split:   # low_res: the frozen trunk, once for student and teacher
-                        inputs = self._frozen_no_grad(self.student.backbone[0], inputs)
+                        inputs = self._frozen_no_grad(self.student.backbone[0], inputs, self.frozen_bfloat16)
                 # Micro-batches only where backbone activations (whole, or from the trunk on) are held for backward.
                 micro = views is None
                 apart = self._apart_in_batch(np.concatenate([a[sl], b[sl]]))
@@ -304,14 +305,14 @@ class SelfDistillation:
         ssl.warmup_on_base the crops' base embeddings as the one view (the caller's, else one plain pass)."""
         if not self.cfg.warmup_on_base:
             return self._augmented_views(self.student.backbone, crops_uint8, aug_gen, torch.float32,
-                                         bfloat16=self.warmup_bfloat16)
+                                         self.warmup_bfloat16)
         if self.base_embeddings is not None and crops_uint8 is self.video_crops:
             return self.base_embeddings.float()[None]
         return self._backbone_outputs(self.student, crops_uint8)[None]
 
     @torch.no_grad()
     def _augmented_views(self, network: nn.Module, crops_uint8: torch.Tensor, aug_gen: torch.Generator,
-                         dtype: torch.dtype, bfloat16: bool | None = None) -> torch.Tensor:
+                         dtype: torch.dtype, bfloat16: bool) -> torch.Tensor:
         """`network`'s outputs on cfg.warmup_views augmented views of every crop: [V, N, ...] on the CPU
         (`bfloat16`: as `_frozen_no_grad`).
 
@@ -337,11 +338,10 @@ class SelfDistillation:
             return backbone(x)
         return torch.cat([backbone(part) for part in x.split(chunk)])
 
-    def _frozen_no_grad(self, frozen: nn.Module, x: torch.Tensor, bfloat16: bool | None = None) -> torch.Tensor:
+    def _frozen_no_grad(self, frozen: nn.Module, x: torch.Tensor, bfloat16: bool) -> torch.Tensor:
         """`_backbone_no_grad` of frozen layers whose output only feeds training (the warm-up's views, the
-        "low_res" front), in bfloat16 autocast where `bfloat16` (default: `frozen_bfloat16`; vcn.config:
-        ssl.frozen_bfloat16, ssl.warmup_bfloat16); float32 out either way."""
-        bfloat16 = self.frozen_bfloat16 if bfloat16 is None else bfloat16
+        "low_res" front), in bfloat16 autocast where `bfloat16` (the caller's `warmup_bfloat16` or
+        `frozen_bfloat16`; vcn.config: ssl.warmup_bfloat16, ssl.frozen_bfloat16); float32 out either way."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
             return self._backbone_no_grad(frozen, x).float()
 
