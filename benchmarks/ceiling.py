@@ -58,17 +58,15 @@ def cosine_distances(means: np.ndarray) -> np.ndarray:
     return pdist(means, metric="cosine") if len(means) > 1 else np.zeros(0)
 
 
-def loss_distances(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray,
-                   from_zero: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(track ids, condensed Eq. 2 loss between tracks): Algorithm 1's Sim of every pair of tracks, shifted to
-    start at 0 unless `from_zero` is false (a tree cut depends only on the order of the distances; a constant to
-    stop at needs them as they are)."""
+def loss_distances(p: np.ndarray, l: np.ndarray, track_of_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(track ids, condensed Eq. 2 loss between tracks): Algorithm 1's Sim of every pair of tracks, as it is (a
+    constant to stop at needs the values themselves; a tree cut depends only on their order)."""
     ids, p_mean, l_mean = track_loss_terms(p, l, track_of_crop)
     sim = cluster_pair_losses(p_mean, l_mean)
     if len(ids) <= 1:
         return ids, np.zeros(0)
     condensed = squareform(sim, checks=False)
-    return ids, condensed - condensed.min() if from_zero else condensed
+    return ids, condensed
 
 
 def cuts(condensed: np.ndarray, n: int, method: str) -> list[np.ndarray]:
@@ -238,7 +236,7 @@ def evaluate_video(name: str, work: Path, backbone, seed: int) -> dict:
         ids, means = mean_track_embeddings(emb[mask].numpy(), track_of_crop)
         spaces[space] = (ids, cosine_distances(means))
     p, l = (t.numpy() for t in ft.loss_terms())
-    spaces["finetuned_loss"] = loss_distances(p, l, track_of_crop, from_zero=False)
+    spaces["finetuned_loss"] = loss_distances(p, l, track_of_crop)
     for space, (ids, condensed) in spaces.items():
         start = np.array([vcn_cluster[t] for t in ids.tolist()])
         apart = pair_positions(ids, linked)
